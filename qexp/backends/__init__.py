@@ -1,0 +1,1 @@
+"""Backends; importing this package registers them."""

@@ -1,0 +1,51 @@
+"""Fill Hydra's ConfigStore from the schemas and the plugin registry.
+
+Each axis has a base schema at ``schema/<axis>/base``; a plugin registered with a ``schema``
+(e.g. ``@QUANTIZERS.register("ptq", schema=PTQConfig)``) adds ``schema/<axis>/<name>``.
+YAML files start with ``defaults: [/schema/<axis>/<name>@_here_, _self_]``.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from qexp.config import schema as s
+from qexp.registry import BACKENDS, MODEL_FAMILIES, QUANTIZERS, TRACKERS, Registry, load_plugins
+
+BASE_SCHEMAS: dict[str, type] = {
+    "model": s.ModelConfig,
+    "data": s.DataConfig,
+    "quantizer": s.QuantizerConfig,
+    "observer": s.ObserverConfig,
+    "calibrator": s.CalibratorConfig,
+    "ignore": s.IgnoreConfig,
+    "backend": s.BackendConfig,
+    "tracking": s.TrackingConfig,
+    "paper": s.PaperConfig,
+}
+
+PLUGIN_AXES: dict[str, Registry] = {
+    "model": MODEL_FAMILIES,
+    "quantizer": QUANTIZERS,
+    "backend": BACKENDS,
+    "tracking": TRACKERS,
+}
+
+_done = False
+
+
+def register_configs() -> None:
+    """Idempotent: called by the CLI and by tests that compose configs."""
+    global _done
+    if _done:
+        return
+    load_plugins()
+    cs = ConfigStore.instance()
+    cs.store(name="qexp_config", node=s.Config)
+    for axis, schema in BASE_SCHEMAS.items():
+        cs.store(group=f"schema/{axis}", name="base", node=schema)
+    for axis, registry in PLUGIN_AXES.items():
+        for entry in registry:
+            if entry.schema is not None:
+                cs.store(group=f"schema/{axis}", name=entry.name, node=entry.schema)
+    _done = True

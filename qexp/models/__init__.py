@@ -1,0 +1,1 @@
+"""Detector families; importing this package registers them."""

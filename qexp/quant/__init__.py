@@ -1,0 +1,1 @@
+"""Quantizers and observers; importing this package registers them."""

@@ -1,0 +1,1 @@
+"""Tracking sinks; importing this package registers them."""
