@@ -45,10 +45,8 @@ def track(it: Iterable[T], description: str, total: int | None = None) -> Iterat
     # Not a terminal: log at ~10% steps with an ETA, so long jobs stay readable in log files.
     t0 = time.perf_counter()
     step = max(1, (total or 0) // 10)
-    n = 0
-    for x in it:
+    for n, x in enumerate(it, start=1):
         yield x
-        n += 1
         if total and (n % step == 0 or n == total):
             el = time.perf_counter() - t0
             eta = el / n * (total - n)

@@ -1,1 +1,3 @@
 """Tracking sinks; importing this package registers them."""
+
+from qexp.tracking import mlflow_sink  # noqa: F401

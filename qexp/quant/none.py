@@ -1,0 +1,38 @@
+"""quantizer=none: the float baselines (fp32, and fp16 where the backend builds it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from qexp.interfaces import Deployable, Detector, EvalData
+from qexp.job import Job
+from qexp.registry import QUANTIZERS
+
+
+@QUANTIZERS.register("none")
+class NoQuantizer:
+    consumes: frozenset[str] = frozenset()
+
+    def check(self, cfg: DictConfig) -> str | None:
+        if cfg.quantizer.precision == "int8":
+            return "quantizer=none is a float baseline: precision must be fp32 or fp16"
+        return None
+
+    def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
+        imgsz = int(job.cfg.model.imgsz)
+
+        def export(out_dir: Path, batch: int = 1) -> Path:
+            path = Path(out_dir) / f"{detector.name}_fp32_{imgsz}_b{batch}.onnx"
+            if not path.exists():
+                detector.export_onnx(detector.module, path, imgsz, batch)
+            return path
+
+        return Deployable(
+            detector=detector,
+            module=detector.module,
+            precision=str(job.cfg.quantizer.precision),
+            route="float",
+            export=export,
+        )

@@ -1,0 +1,1 @@
+"""Reports: sweep tables, plots, HTML pages, paper comparisons."""

@@ -1,0 +1,229 @@
+"""One job, top to bottom: validate, skip or resume, quantize, measure, record, track.
+
+Whatever happens inside a job, the runner leaves a result record in the job dir: FINISHED with
+metrics, SKIPPED with the reason, or FAILED with the error. It never raises into the sweep
+(except to pass on Ctrl-C after recording it), so one bad job cannot end a sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from qexp.config.schema import AXES
+from qexp.config.validate import ConfigError, validate
+from qexp.environment import git_sha, versions
+from qexp.job import Job, content_hash
+from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
+from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS
+
+log = logging.getLogger("qexp")
+
+# The value an axis takes when a quantizer does not read it: jobs that differ only in an
+# unread axis are the same job, and all but the first are SKIPPED as equivalent.
+NEUTRAL = {"observer": "minmax", "calibrator": "none", "ignore": "none"}
+# Keys that do not change what a job measures (where it logs, where files go).
+_NOT_HASHED = ("tracking", "paths", "resume", "log_level", "experiment_name", "paper")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Where a job runs and how it was asked for (from Hydra, or built by tests/launchers)."""
+
+    job_dir: Path
+    choices: dict[str, str]
+    overrides: tuple[str, ...] = ()
+    sweep_id: str | None = None
+    job_name: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def consumed_axes(cfg: DictConfig) -> frozenset[str]:
+    quantizer = QUANTIZERS.get(cfg.quantizer.name)
+    return frozenset(getattr(quantizer, "consumes", frozenset()))
+
+
+def canonical(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config with unread axes set to neutral and bookkeeping keys removed."""
+    d = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(d, dict)
+    for key in _NOT_HASHED:
+        d.pop(key, None)
+    consumed = consumed_axes(cfg)
+    for axis, neutral in NEUTRAL.items():
+        if axis not in consumed:
+            d[axis] = {"name": neutral}
+    return d
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return content_hash(canonical(cfg))
+
+
+def combination_reason(cfg: DictConfig) -> str | None:
+    """Why this combination cannot run (invalid for the quantizer or backend), or None."""
+    quantizer = QUANTIZERS.get(cfg.quantizer.name)()
+    reason = quantizer.check(cfg)
+    if reason:
+        return reason
+    backend = BACKENDS.get(cfg.backend.name)()
+    return backend.check(cfg)
+
+
+class Index:
+    """config hash -> job dir of a FINISHED record (resume and equivalence)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.dir = Path(output_dir) / "index"
+
+    def lookup(self, chash: str) -> Record | None:
+        p = self.dir / f"{chash}.txt"
+        if not p.exists():
+            return None
+        try:
+            rec = read_record(Path(p.read_text().strip()))
+        except ValueError as e:
+            log.warning("index entry %s points to an unreadable record (%s); re-running", p, e)
+            return None
+        return rec if rec.status == FINISHED and rec.config_hash == chash else None
+
+    def add(self, record: Record) -> None:
+        atomic_write_text(self.dir / f"{record.config_hash}.txt", record.job_dir)
+
+
+def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
+    """Run one job and return its record (also written to ``spec.job_dir/result.json``)."""
+    job_dir = Path(spec.job_dir).resolve()
+    job_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base = Record(
+        record_id=uuid.uuid4().hex,
+        status=RUNNING,
+        experiment=str(cfg.experiment_name),
+        config_hash="",
+        choices={a: str(spec.choices.get(a, OmegaConf.select(cfg, f"{a}.name"))) for a in AXES},
+        overrides=list(spec.overrides),
+        sweep_id=spec.sweep_id,
+        job_name=spec.job_name or job_dir.name,
+        job_dir=str(job_dir),
+        git_sha=git_sha(),
+        versions=versions(),
+        started_at=_now(),
+    )
+    try:
+        config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    except Exception as e:  # an interpolation that cannot resolve names itself here
+        return _finish(cfg, base.replace(status=FAILED, error=f"config: {e}"), job_dir, t0)
+    atomic_write_text(job_dir / "config.yaml", config_text)
+    try:
+        validate(cfg)
+        base = base.replace(config_hash=config_hash(cfg), config=canonical(cfg))
+    except (ConfigError, KeyError) as e:
+        return _finish(cfg, base.replace(status=FAILED, error=f"bad config: {e}"), job_dir, t0)
+
+    reason = combination_reason(cfg)
+    if reason:
+        return _finish(cfg, base.replace(status=SKIPPED, reason=reason), job_dir, t0)
+
+    index = Index(Path(cfg.paths.output_dir))
+    done = index.lookup(base.config_hash)
+    if done is not None:
+        if done.choices == base.choices and cfg.resume:
+            log.info("already FINISHED in %s; reusing its record", done.job_dir)
+            resumed = done.replace(
+                job_dir=str(job_dir), resumed_from=done.job_dir, sweep_id=spec.sweep_id
+            )
+            resumed.write(job_dir)
+            return resumed
+        if done.choices != base.choices:
+            unread = sorted(a for a in NEUTRAL if base.choices[a] != done.choices.get(a))
+            why = (
+                f"equivalent to the FINISHED job in {done.job_dir}: quantizer="
+                f"{cfg.quantizer.name} does not use {', '.join(unread)}"
+            )
+            return _finish(cfg, base.replace(status=SKIPPED, reason=why), job_dir, t0)
+
+    base.write(job_dir)  # RUNNING: a job killed from outside leaves this behind
+    job = Job(cfg=cfg, dir=job_dir, cache_dir=Path(cfg.paths.cache_dir).resolve())
+    try:
+        _execute(job)
+        record = base.replace(status=FINISHED)
+    except KeyboardInterrupt:
+        record = base.replace(status=FAILED, error="interrupted (KeyboardInterrupt)")
+        _finish(cfg, _with_job(record, job), job_dir, t0)
+        raise
+    except BaseException as e:  # noqa: BLE001 - a job must never take the sweep down
+        tb = traceback.format_exc(limit=20)
+        log.error("job failed: %s: %s", type(e).__name__, e)
+        record = base.replace(status=FAILED, error=f"{type(e).__name__}: {e}\n{tb[-6000:]}")
+        if isinstance(e, SystemExit | MemoryError):
+            _finish(cfg, _with_job(record, job), job_dir, t0)
+            raise
+    record = _with_job(record, job)
+    record = _finish(cfg, record, job_dir, t0)
+    if record.status == FINISHED:
+        index.add(record)
+    return record
+
+
+def _with_job(record: Record, job: Job) -> Record:
+    return record.replace(metrics=dict(job.metrics), artifacts=dict(job.artifacts), info=job.info)
+
+
+def _execute(job: Job) -> None:
+    """The data flow of DESIGN.md: model + data -> quantize -> backend measures."""
+    from qexp.data import load_eval_data
+    from qexp.registry import MODEL_FAMILIES
+
+    cfg = job.cfg
+    detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
+    data = load_eval_data(cfg.data, job)
+    t = time.perf_counter()
+    deploy = QUANTIZERS.get(cfg.quantizer.name)().quantize(job, detector, data)
+    job.metrics.setdefault("quantize_s", time.perf_counter() - t)
+    job.info.update(deploy.info)
+    job.info.setdefault("route", deploy.route)
+    job.info.setdefault("precision", deploy.precision)
+    BACKENDS.get(cfg.backend.name)().run(job, deploy, data)
+
+
+def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record:
+    record = record.replace(finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
+    record.write(job_dir)
+    log.info(
+        "%s %s%s",
+        record.status,
+        " ".join(f"{k}={v}" for k, v in record.choices.items()),
+        f" ({record.reason or record.error.splitlines()[0]})"
+        if (record.reason or record.error)
+        else "",
+    )
+    _track(cfg, record, job_dir)
+    return record
+
+
+def _track(cfg: DictConfig, record: Record, job_dir: Path) -> None:
+    """Send the record to the tracking sink; on failure it stays on disk for `qexp ingest`."""
+    try:
+        sink = TRACKERS.get(cfg.tracking.name)(cfg)
+        if sink is not None:
+            sink.log(record, job_dir)
+    except Exception as e:  # noqa: BLE001
+        log.warning(
+            "tracking failed (%s: %s); the record is safe in %s — run `qexp ingest %s` later",
+            type(e).__name__,
+            e,
+            job_dir,
+            job_dir,
+        )

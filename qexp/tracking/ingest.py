@@ -1,0 +1,52 @@
+"""`qexp ingest`: log records written earlier (offline, on a GPU box, server down) to MLflow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from qexp.record import RUNNING, find_records, read_record
+from qexp.tracking.mlflow_sink import MlflowSink, default_uri
+
+log = logging.getLogger("qexp")
+
+
+@dataclass
+class IngestCount:
+    logged: int = 0
+    present: int = 0
+    skipped: int = 0
+
+
+def ingest(
+    dirs: Iterable[Path], uri: str | None = None, experiment: str | None = None
+) -> IngestCount:
+    """Log every result.json under ``dirs``; records already in MLflow are left alone."""
+    sink = MlflowSink(uri or default_uri())
+    count = IngestCount()
+    for d in dirs:
+        paths = find_records(Path(d))
+        if not paths:
+            log.warning("no result.json under %s", d)
+        for path in paths:
+            try:
+                rec = read_record(path)
+            except ValueError as e:
+                log.warning("%s", e)
+                count.skipped += 1
+                continue
+            if rec.status == RUNNING:
+                log.warning("%s: job never finished (killed?); re-run its sweep to resume", path)
+                count.skipped += 1
+                continue
+            if experiment:
+                rec = rec.replace(experiment=experiment)
+            exp_id = sink.experiment_id(rec.experiment)
+            if sink.find_run(exp_id, "qexp.record_id", rec.record_id):
+                count.present += 1
+                continue
+            sink.log(rec, path.parent)
+            count.logged += 1
+    return count

@@ -1,0 +1,54 @@
+"""Shared fixtures: composed configs, isolated output dirs, the shared assets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("QEXP_ASSETS", ROOT.parent / "shared" / "assets")).resolve()
+CONF = ROOT / "conf"
+
+# ultralytics reads these at import: keep tests offline and out of the user's home
+os.environ.setdefault("QEXP_HOME", str(ROOT / ".qexp-home"))
+os.environ.setdefault("QEXP_ASSETS", str(ASSETS))
+from qexp import offline  # noqa: E402
+
+offline.setup()
+
+
+def pytest_collection_modifyitems(config, items):
+    if not ASSETS.exists():
+        skip = pytest.mark.skip(reason=f"shared assets not found at {ASSETS} (set QEXP_ASSETS)")
+        for item in items:
+            if "assets" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def assets() -> Path:
+    if not ASSETS.exists():
+        pytest.skip(f"shared assets not found at {ASSETS}")
+    return ASSETS
+
+
+@pytest.fixture
+def compose(tmp_path):
+    """compose(overrides) -> DictConfig, with outputs under tmp_path."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from qexp.config.store import register_configs
+
+    register_configs()
+
+    def _compose(overrides=(), config_name="config"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hydra_compose(
+                config_name=config_name,
+                overrides=[f"paths.output_dir={tmp_path / 'outputs'}", *overrides],
+            )
+
+    return _compose
