@@ -28,12 +28,12 @@ def test_every_axis_file_composes(compose, axis, choice):
 
 @pytest.mark.parametrize("name", NAMED)
 def test_every_experiment_composes(compose, name):
-    validate(compose([f"+experiment={name}"]))
+    validate(compose([f"experiment={name}"]))
 
 
 @pytest.mark.parametrize("name", PAPERS)
 def test_every_paper_composes(compose, name):
-    cfg = compose([f"+paper={name}"])
+    cfg = compose([f"paper={name}"])
     assert cfg.paper.cells, f"paper {name} has no reference numbers"
 
 
