@@ -1,4 +1,4 @@
-"""`qexp [overrides]` runs a job (`-m` a sweep); `qexp report|ingest ...` are subcommands."""
+"""`qexp [overrides]` runs a job (`-m` a sweep); `qexp report|ingest|server ...` are subcommands."""
 
 from __future__ import annotations
 
@@ -71,7 +71,13 @@ def _report(argv: list[str]) -> int:
     return report_main(argv)
 
 
-SUBCOMMANDS = {"ingest": _ingest, "report": _report}
+def _server(argv: list[str]) -> int:
+    from qexp.server import main as server_main
+
+    return server_main(argv)
+
+
+SUBCOMMANDS = {"ingest": _ingest, "report": _report, "server": _server}
 
 
 def main() -> int:
