@@ -1,0 +1,130 @@
+"""ONNX for the two TensorRT routes: explicit Q/DQ, and fp32 + a dynamic-range JSON.
+
+Both come from one export of the fake-quant model. The fp32 ONNX is that Q/DQ graph with the
+Q/DQ pairs removed, so every tensor a range was measured on keeps the exact name it has in the
+fp32 file the JSON is applied to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qexp.quant.fakequant import qrange
+
+
+class ExportError(RuntimeError):
+    """An export that cannot give the graph the route needs."""
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Name -> value of every initializer, Constant-node output and Identity of a constant
+    (the TorchScript exporter de-duplicates equal constants through Identity nodes)."""
+    vals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:  # topological order: an Identity's source comes first
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    vals[node.output[0]] = numpy_helper.to_array(a.t)
+        elif node.op_type == "Identity" and node.input[0] in vals:
+            vals[node.output[0]] = vals[node.input[0]]
+    return vals
+
+
+def count_qdq(model: onnx.ModelProto) -> dict[str, int]:
+    ops = [n.op_type for n in model.graph.node]
+    return {
+        "QuantizeLinear": ops.count("QuantizeLinear"),
+        "DequantizeLinear": ops.count("DequantizeLinear"),
+    }
+
+
+def _dequant(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    shape = [1] * q.ndim
+    if scale.ndim == 1 and scale.size > 1:
+        shape[axis] = -1
+    zp = np.zeros_like(scale) if zp is None else zp.astype(np.float32)
+    return ((q.astype(np.float32) - zp.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
+
+
+def strip_qdq(model: onnx.ModelProto, bits: int = 8) -> tuple[onnx.ModelProto, dict[str, float]]:
+    """(the fp32 graph, {tensor name: amax}) from a Q/DQ graph.
+
+    Activation pairs ``X -> Q -> DQ -> op`` become ``X -> op`` and record amax(X) =
+    scale * qmax. Weight pairs on constants give back the float constant; a DQ over an int8
+    constant (a constant-folded Q) is dequantized into a float initializer.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    consts = _constants(m)
+    producer = {o: n for n in g.node for o in n.output}
+    qmax = qrange(bits)[1]
+    rename: dict[str, str] = {}
+    drop: set[int] = set()
+    ranges: dict[str, float] = {}
+    new_inits = []
+    for node in g.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        src = producer.get(node.input[0])
+        if src is not None and src.op_type == "QuantizeLinear":
+            x = src.input[0]
+            rename[node.output[0]] = x
+            drop.update({id(node), id(src)})
+            if x not in consts:
+                scale = consts[src.input[1]]
+                if scale.size != 1:
+                    raise ExportError(f"per-channel activation quantizer on {x!r}")
+                amax = float(scale.reshape(())) * qmax
+                ranges[x] = max(ranges.get(x, 0.0), amax)
+        elif node.input[0] in consts:  # DQ(int8 constant): dequantize it now
+            zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            w = _dequant(consts[node.input[0]], consts[node.input[1]], zp, axis)
+            name = node.output[0]
+            new_inits.append(numpy_helper.from_array(w, name))
+            drop.add(id(node))
+    kept = [n for n in g.node if id(n) not in drop]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            while name in rename:
+                name = rename[name]
+            n.input[i] = name
+    for out in g.output:
+        if out.name in rename:  # a graph output must keep its name: add an Identity
+            kept.append(helper.make_node("Identity", [rename[out.name]], [out.name]))
+    # drop constants nobody reads any more (Q/DQ scales and zero points)
+    used = {i for n in kept for i in n.input} | {o.name for o in g.output}
+    for _ in range(2):  # Identity-of-constant chains, then the Constants under them
+        kept = [
+            n
+            for n in kept
+            if n.op_type not in ("Constant", "Identity")
+            or n.output[0] in used
+            or n.output[0] not in consts
+        ]
+        used = {i for n in kept for i in n.input} | {o.name for o in g.output}
+    inits = [i for i in g.initializer if i.name in used] + new_inits
+    del g.node[:]
+    g.node.extend(kept)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    del g.value_info[:]
+    return m, ranges
+
+
+def write_dynamic_range(qdq_path: Path, fp32_path: Path, json_path: Path, bits: int = 8) -> dict:
+    """Write the fp32 ONNX and ``{tensor name: amax}`` JSON derived from a Q/DQ ONNX."""
+    model = onnx.load(str(qdq_path))
+    fp32, ranges = strip_qdq(model, bits)
+    if not ranges:
+        raise ExportError(f"{qdq_path} has no activation Q/DQ pairs to take ranges from")
+    onnx.checker.check_model(fp32)
+    onnx.save(fp32, str(fp32_path))
+    json_path.write_text(json.dumps(ranges, indent=1, sort_keys=True))
+    return ranges

@@ -1,0 +1,220 @@
+"""quantizer=ptq: post-training quantization with our observers (or ModelOpt / MQBench).
+
+The steps are reusable on their own (AdaRound and QAT build on them):
+``prepare_model`` (fold BN, swap in fake-quant layers) -> ``calibrate`` (cached statistics)
+-> ``set_ranges`` (observers freeze the scales) -> ``make_deployable`` (export closure).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from qexp.config.schema import QuantizerConfig
+from qexp.interfaces import Deployable, Detector, EvalData
+from qexp.job import Job, content_hash
+from qexp.quant import observers
+from qexp.quant.calibrate import CACHE_VERSION, cached_stats, weights_hash
+from qexp.quant.export import ExportError, count_qdq, write_dynamic_range
+from qexp.quant.fakequant import quant_layers
+from qexp.quant.fold import fold_batchnorm
+from qexp.quant.histogram import HistStats
+from qexp.quant.ignore import select_ignored
+from qexp.quant.placement import QuantPlan, prepare, quantizable
+from qexp.registry import QUANTIZERS
+
+log = logging.getLogger("qexp")
+IMPLS = ("native", "modelopt", "mqbench")
+
+
+@dataclass
+class PTQConfig(QuantizerConfig):
+    name: str = "ptq"
+    residual: bool = True  # quantize the identity branch of residual adds (TensorRT fusion)
+    fold_bn: bool = True
+
+
+def float_twin(module: nn.Module, fold_bn: bool = True) -> nn.Module:
+    """A float32 eval copy of ``module`` with BatchNorm folded (the calibration model)."""
+    model = copy.deepcopy(module).float().eval()
+    if fold_bn:
+        fold_batchnorm(model)
+    return model
+
+
+def prepare_model(
+    module: nn.Module, ignore_patterns, qcfg, fold_bn: bool = True
+) -> tuple[nn.Module, nn.Module, QuantPlan]:
+    """(float BN-folded model, its fake-quant twin, plan). Quantizers start disabled."""
+    fmodel = float_twin(module, fold_bn)
+    layers, _ = quantizable(fmodel)
+    ignored = select_ignored(list(ignore_patterns), fmodel, layers)
+    qmodel = copy.deepcopy(fmodel)
+    plan = prepare(
+        qmodel,
+        ignored,
+        w_bits=int(qcfg.w_bits),
+        a_bits=int(qcfg.a_bits),
+        per_channel=bool(qcfg.per_channel),
+        residual=bool(OmegaConf.select(qcfg, "residual", default=True)),
+    )
+    return fmodel, qmodel, plan
+
+
+def calibrate(
+    job: Job, fmodel: nn.Module, data: EvalData, imgsz: int, num: int | None, bins: int
+) -> tuple[dict[str, HistStats], float, bool]:
+    """(stats per layer input, seconds, cache hit) for every quantizable layer of ``fmodel``."""
+    layers, _ = quantizable(fmodel)
+    calib = OmegaConf.to_container(job.cfg.data.calib, resolve=True)
+    key = ("calib", CACHE_VERSION, weights_hash(fmodel), imgsz, calib, num, bins, layers)
+    directory = job.cache("calib", *key)
+    t = time.perf_counter()
+    stats, hit = cached_stats(
+        directory,
+        fmodel,
+        layers,
+        lambda: data.calibration(imgsz, num),
+        bins=bins,
+        track=lambda it, d: job.track(it, d, total=num),
+    )
+    return stats, time.perf_counter() - t, hit
+
+
+@torch.no_grad()
+def set_ranges(
+    qmodel: nn.Module, plan: QuantPlan, stats: dict[str, HistStats], ocfg
+) -> dict[str, float]:
+    """Freeze scales: ``observer.act`` on the stats, ``observer.weight`` on the weights.
+
+    Returns the activation amax per layer."""
+    act, weight = observers.get(ocfg.act), observers.get(ocfg.weight)
+    amaxes = {}
+    for name, layer in quant_layers(qmodel).items():
+        qa = layer.input_quantizer
+        amaxes[name] = act.act_amax(stats[name], ocfg, qa.bits)
+        qa.set_amax(amaxes[name])
+        wq = layer.weight_quantizer
+        wq.set_amax(weight.weight_amax(layer.weight, ocfg, wq.bits, wq.per_channel))
+    for block, first in plan.residual.items():
+        qmodel.get_submodule(block).residual_quantizer.set_amax(amaxes[first])
+    return amaxes
+
+
+def export_qdq(detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, batch: int) -> Path:
+    """The Q/DQ ONNX of a fake-quant model, checked to hold Q/DQ nodes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    detector.export_onnx(qmodel, path, imgsz, batch)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    if count_qdq(model)["QuantizeLinear"] == 0:
+        raise ExportError(f"{path}: the exporter dropped every Q/DQ node (needs dynamo=False)")
+    return path
+
+
+def make_deployable(
+    detector: Detector, qmodel: nn.Module, route: str, imgsz: int, tag: str, info: dict, bits=8
+) -> Deployable:
+    """A Deployable whose ``export(dir, batch)`` writes the ONNX ``route`` needs."""
+
+    def export(out_dir: Path, batch: int = 1) -> Path:
+        out_dir = Path(out_dir)
+        stem = f"{detector.name}_int8_{tag}_{imgsz}_b{batch}"
+        qdq = out_dir / f"{stem}_qdq.onnx"
+        if not qdq.exists():
+            export_qdq(detector, qmodel, qdq, imgsz, batch)
+        if route == "qdq":
+            return qdq
+        fp32, js = out_dir / f"{stem}_fp32.onnx", out_dir / f"{stem}_dynamic_range.json"
+        if not (fp32.exists() and js.exists()):
+            write_dynamic_range(qdq, fp32, js, bits)
+        deploy.dynamic_range = js
+        return fp32
+
+    deploy = Deployable(
+        detector=detector, module=qmodel, precision="int8", route=route, export=export, info=info
+    )
+    return deploy
+
+
+def _check_native(cfg: DictConfig) -> str | None:
+    if not observers.get(cfg.observer.weight).weights:
+        return f"observer.weight={cfg.observer.weight} calibrates activations only"
+    return None
+
+
+@QUANTIZERS.register("ptq", schema=PTQConfig)
+class PTQ:
+    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+
+    def check(self, cfg: DictConfig) -> str | None:
+        q = cfg.quantizer
+        if q.precision != "int8":
+            return f"quantizer=ptq makes INT8 models; precision={q.precision} is quantizer=none"
+        if q.export not in ("qdq", "dynamic_range"):
+            return f"quantizer.export={q.export}: ptq exports qdq or dynamic_range"
+        if q.impl not in IMPLS:
+            return f"quantizer.impl={q.impl}: one of {', '.join(IMPLS)}"
+        if q.export == "dynamic_range" and (int(q.w_bits) != 8 or int(q.a_bits) != 8):
+            return "export=dynamic_range is TensorRT's implicit INT8: w_bits and a_bits must be 8"
+        if q.impl == "modelopt":
+            from qexp.quant import modelopt_ptq
+
+            return modelopt_ptq.check(cfg)
+        if q.impl == "mqbench":
+            from qexp.quant import mqbench_ptq
+
+            return mqbench_ptq.check(cfg)
+        return _check_native(cfg)
+
+    def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
+        cfg = job.cfg
+        if cfg.quantizer.impl == "modelopt":
+            from qexp.quant import modelopt_ptq
+
+            return modelopt_ptq.quantize(job, detector, data)
+        if cfg.quantizer.impl == "mqbench":
+            from qexp.quant import mqbench_ptq
+
+            return mqbench_ptq.quantize(job, detector, data)
+        return quantize_native(job, detector, data)
+
+
+def quantize_native(job: Job, detector: Detector, data: EvalData) -> Deployable:
+    """prepare -> calibrate (cached) -> set ranges -> Deployable."""
+    cfg = job.cfg
+    t0 = time.perf_counter()
+    imgsz = int(cfg.model.imgsz)
+    fmodel, qmodel, plan = prepare_model(
+        detector.module, cfg.ignore.patterns, cfg.quantizer, bool(cfg.quantizer.fold_bn)
+    )
+    num = OmegaConf.select(cfg, "data.calib.num")
+    stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
+    amax = set_ranges(qmodel, plan, stats, cfg.observer)
+    job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
+    tag = content_hash(
+        OmegaConf.to_container(cfg.quantizer), OmegaConf.to_container(cfg.observer),
+        plan.quantized, n=8,
+    )  # fmt: skip
+    info = {
+        **plan.info(),
+        "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
+        "calib_cache": "hit" if hit else "miss",
+        "calib_images": num,
+        "act_amax": {k: round(v, 6) for k, v in amax.items()},
+    }
+    log.info(
+        "ptq: %d layers quantized, %d ignored, %d float by design; calibration %s (%.1fs)",
+        len(plan.quantized), len(plan.ignored), len(plan.fixed), info["calib_cache"], calib_s,
+    )  # fmt: skip
+    return make_deployable(
+        detector, qmodel, str(cfg.quantizer.export), imgsz, tag, info, int(cfg.quantizer.a_bits)
+    )
