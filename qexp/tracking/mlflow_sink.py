@@ -73,25 +73,44 @@ class MlflowSink:
         # sweep on one machine (or a shared filesystem) must not create two parents
         self.lock_dir = lock_dir
 
-    def _lock(self, name: str):
-        base = self.lock_dir or (
-            Path(self.uri[len("sqlite:///") :]).parent
-            if self.uri.startswith("sqlite:///")
-            else Path.home() / ".cache" / "qexp"
+    def _lock(self, name: str, where: Path | None = None):
+        base = (
+            where
+            or self.lock_dir
+            or (
+                Path(self.uri[len("sqlite:///") :]).parent
+                if self.uri.startswith("sqlite:///")
+                else Path.home() / ".cache" / "qexp"
+            )
         )
         return _file_lock(Path(base) / f".qexp-{name}.lock")
 
     def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         with self._lock("experiment"):
             exp = self.client.get_experiment_by_name(name)
-            return exp.experiment_id if exp else self.client.create_experiment(name)
+            if exp is not None:
+                return exp.experiment_id
+            try:
+                return self.client.create_experiment(name)
+            except MlflowException as e:
+                # jobs on other machines do not share our file lock; the tracking store's
+                # unique name is the real arbiter: whoever lost the race uses the winner's
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None or e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                return exp.experiment_id
 
     def find_run(self, exp_id: str, tag: str, value: str) -> str | None:
         runs = self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1
+            [exp_id],
+            filter_string=f"tags.`{tag}` = '{value}'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],  # the first one, should there be two
         )
         return runs[0].info.run_id if runs else None
 
@@ -99,7 +118,10 @@ class MlflowSink:
         found = self.find_run(exp_id, TAG_SWEEP + ".parent", sweep_id)
         if found:
             return found
-        with self._lock("parent"):
+        # the sweep dir is shared by every job of the sweep (Slurm needs a shared filesystem),
+        # so a lock there serialises parent creation across machines, not only on this one
+        sweep_dir = Path(sweep_id)
+        with self._lock("parent", sweep_dir if sweep_dir.is_dir() else None):
             found = self.find_run(exp_id, TAG_SWEEP + ".parent", sweep_id)
             if found:
                 return found
