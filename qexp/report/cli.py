@@ -1,4 +1,4 @@
-"""`qexp report`: print or write a sweep's comparison table."""
+"""`qexp report`: a sweep's comparison table (md/csv/json), or its HTML page with plots."""
 
 from __future__ import annotations
 
@@ -6,44 +6,122 @@ import argparse
 import sys
 from pathlib import Path
 
+from qexp.report import paper as P
+from qexp.report.build import Options, build
 from qexp.report.load import from_mlflow, from_records
-from qexp.report.table import comparison_table, render
+from qexp.report.render import FORMATS, render
+from qexp.report.table import TableError, parse_baseline
 from qexp.tracking.mlflow_sink import default_uri
+
+EPILOG = """examples:
+  qexp report --experiment ptq_observers --latest
+  qexp report --experiment ptq_observers --cols backend --baseline quantizer=fp16
+  qexp report --records outputs/sweeps/paper_yolov5s_seeds_smoke --format html --out r.html
+  qexp report --experiment ptq_observers --format html --out report.html --log-parent
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qexp report", description=__doc__)
-    p.add_argument("--experiment", default="default", help="MLflow experiment (sweep name)")
-    p.add_argument("--uri", help="tracking URI (default: sqlite:///outputs/mlflow.db)")
-    p.add_argument("--records", type=Path, help="read result.json files under DIR instead")
-    p.add_argument("--sweep", help="only this sweep (its dir name or id); default: all runs")
-    p.add_argument("--latest", action="store_true", help="only the latest sweep")
-    p.add_argument("--format", choices=("md", "csv", "html", "json"), default="md")
-    p.add_argument("--metrics", help="comma-separated metric columns")
-    p.add_argument("--axes", help="comma-separated row axes (default: those that vary)")
-    p.add_argument("--out", type=Path, help="write here instead of stdout")
+    p = argparse.ArgumentParser(
+        prog="qexp report",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("which runs")
+    src.add_argument("--experiment", default="default", help="MLflow experiment (sweep name)")
+    src.add_argument("--uri", help="tracking URI (default: sqlite:///outputs/mlflow.db)")
+    src.add_argument("--records", type=Path, help="read result.json files under DIR instead")
+    src.add_argument("--sweep", help="only this sweep (its dir name or id); default: all runs")
+    src.add_argument("--latest", action="store_true", help="only the latest sweep")
+    tab = p.add_argument_group("table")
+    tab.add_argument("--metrics", help="comma-separated metric columns")
+    tab.add_argument("--axes", "--rows", dest="axes", help="row keys (default: what varies)")
+    tab.add_argument("--cols", help="an axis whose choices become column groups (e.g. backend)")
+    tab.add_argument(
+        "--baseline",
+        default="auto",
+        help="AXIS=CHOICE row that Δ/speedup are read against (default: quantizer=none, else fp16)",
+    )
+    tab.add_argument("--no-baseline", action="store_true", help="no Δ/speedup columns")
+    tab.add_argument("--no-best", action="store_true", help="do not mark the best values")
+    tab.add_argument("--paper", help="compare with conf/paper/NAME.yaml (default: automatic)")
+    out = p.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, default="md", help="html: the full page")
+    out.add_argument("--out", type=Path, help="write here instead of stdout")
+    out.add_argument("--calib-tensor", help="html: calibration histogram of this tensor")
+    out.add_argument(
+        "--log-parent",
+        action="store_true",
+        help="log the HTML page and plots to the sweep's MLflow parent run",
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
-    if a.records:
-        df = from_records(a.records)
-    else:
-        df = from_mlflow(a.uri or default_uri(), a.experiment, a.sweep, a.latest)
+    try:
+        if a.records:
+            df = from_records(a.records, a.sweep, a.latest)
+        else:
+            df = from_mlflow(a.uri or default_uri(), a.experiment, a.sweep, a.latest)
+    except ValueError as e:
+        print(f"qexp report: {e}", file=sys.stderr)
+        return 2
     if df.empty:
-        print(f"no runs found for experiment {a.experiment!r}", file=sys.stderr)
+        where = a.records or f"experiment {a.experiment!r}"
+        print(f"no runs found for {where}", file=sys.stderr)
         return 1
-    table = comparison_table(
-        df,
-        metrics=a.metrics.split(",") if a.metrics else None,
-        axes=a.axes.split(",") if a.axes else None,
-    )
-    text = render(table, a.format)
+    experiment = a.experiment if not a.records else str(df["experiment"].iloc[-1])
+    try:
+        opts = Options(
+            metrics=a.metrics.split(",") if a.metrics else None,
+            axes=a.axes.split(",") if a.axes else None,
+            cols=a.cols,
+            baseline=None if a.no_baseline else _baseline(a.baseline),
+            paper=a.paper,
+            calib_tensor=a.calib_tensor,
+        )
+        if a.format == "html" or a.log_parent:
+            rep = build(df, experiment, opts)
+            text = rep.html()
+        else:
+            rep = None
+            text = _text_report(df, experiment, opts, a.format, not a.no_best)
+    except (TableError, ValueError) as e:
+        print(f"qexp report: {e}", file=sys.stderr)
+        return 2
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text)
-        print(f"wrote {a.out}")
+        if rep is not None and a.format == "html":
+            written = rep.write(a.out)
+            print(f"wrote {a.out} (+{len(written) - 1} PNG)")
+        else:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(text)
+            print(f"wrote {a.out}")
     else:
         print(text)
+    if a.log_parent and rep is not None:
+        from qexp.report.publish import log_report
+
+        for msg in log_report(rep, df, a.uri or default_uri()):
+            print(msg)
     return 0
+
+
+def _baseline(spec: str) -> dict[str, str] | str | None:
+    return "auto" if spec == "auto" else parse_baseline(spec)
+
+
+def _text_report(df, experiment: str, opts: Options, fmt: str, mark_best: bool) -> str:
+    from qexp.report.table import comparison_table
+
+    table = comparison_table(
+        df, metrics=opts.metrics, axes=opts.axes, cols=opts.cols, baseline=opts.baseline
+    )
+    text = render(table, fmt, mark_best=mark_best)
+    if fmt == "md":
+        paper = P.paper_for(df, experiment, opts.paper)
+        if paper:
+            text = P.to_markdown(P.compare(df, paper)) + "\n\n" + text
+    return text

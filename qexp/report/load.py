@@ -1,7 +1,13 @@
-"""Runs of a sweep as one pandas DataFrame, from MLflow or from records on disk."""
+"""Runs of a sweep as one pandas DataFrame, from MLflow or from records on disk.
+
+Both sources give the same columns: one per axis (the choice), ``status``, ``reason``,
+``precision``, bookkeeping (config hash, record id, sweep id, job dir, start time, run name),
+``artifacts`` (name -> path relative to the job dir) and one column per metric.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,10 +16,31 @@ from qexp.config.schema import AXES
 from qexp.record import find_records, read_record
 
 STATUS = "status"
+BOOKKEEPING = (
+    STATUS,
+    "reason",
+    "precision",
+    "config_hash",
+    "record_id",
+    "experiment",
+    "sweep_id",
+    "job_dir",
+    "started_at",
+    "run_name",
+    "run_id",
+    "artifacts",
+    "params",
+)
 
 
-def from_records(root: Path) -> pd.DataFrame:
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().split("\n")[0]
+
+
+def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = False) -> pd.DataFrame:
     """One row per result.json under ``root`` (axis choices, status, metrics)."""
+    from qexp.tracking.mlflow_sink import _flat_params, run_name
+
     rows = []
     for p in find_records(root):
         r = read_record(p)
@@ -21,17 +48,22 @@ def from_records(root: Path) -> pd.DataFrame:
             {
                 **{a: r.choices.get(a) for a in AXES},
                 STATUS: r.status,
-                "reason": r.reason or (r.error or "").split("\n")[0],
+                "reason": r.reason or _first_line(r.error),
+                "precision": r.info.get("precision")
+                or (r.config.get("quantizer") or {}).get("precision"),
                 "config_hash": r.config_hash,
                 "record_id": r.record_id,
                 "experiment": r.experiment,
                 "sweep_id": r.sweep_id,
-                "job_dir": r.job_dir,
+                "job_dir": r.job_dir or str(p.parent),
                 "started_at": r.started_at,
+                "run_name": run_name(r),
+                "artifacts": dict(r.artifacts),
+                "params": {k: str(v) for k, v in _flat_params(r.config).items()},
                 **r.metrics,
             }
         )
-    return pd.DataFrame(rows)
+    return _select(pd.DataFrame(rows), sweep, latest_sweep)
 
 
 def from_mlflow(
@@ -60,28 +92,66 @@ def from_mlflow(
             break
     rows = []
     for run in runs:
-        t = run.data.tags
+        t, params = run.data.tags, run.data.params
         rows.append(
             {
-                **{a: run.data.params.get(a) for a in AXES},
+                **{a: params.get(a) for a in AXES},
                 STATUS: t.get("qexp.status"),
-                "reason": t.get("qexp.reason") or (t.get("qexp.error") or "").split("\n")[0],
+                "reason": t.get("qexp.reason") or _first_line(t.get("qexp.error")),
+                "precision": params.get("quantizer.precision"),
                 "config_hash": t.get("qexp.config_hash"),
                 "record_id": t.get("qexp.record_id"),
                 "experiment": experiment,
                 "sweep_id": t.get("qexp.sweep_id"),
                 "job_dir": t.get("qexp.job_dir"),
                 "started_at": pd.Timestamp(run.info.start_time, unit="ms").isoformat(),
+                "run_name": run.info.run_name,
                 "run_id": run.info.run_id,
+                "artifacts": _artifacts_of(t.get("qexp.job_dir")),
+                "params": {k: v for k, v in params.items() if "." in k},
                 **run.data.metrics,
             }
         )
-    df = pd.DataFrame(rows)
+    return _select(pd.DataFrame(rows), sweep, latest_sweep)
+
+
+def _artifacts_of(job_dir: str | None) -> dict[str, str]:
+    """The record's artifact map, read from the job dir when this machine has it."""
+    if not job_dir:
+        return {}
+    p = Path(job_dir) / "result.json"
+    try:
+        return dict(json.loads(p.read_text()).get("artifacts") or {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _select(df: pd.DataFrame, sweep: str | None, latest_sweep: bool) -> pd.DataFrame:
     if df.empty:
         return df
     if sweep:
-        df = df[df["sweep_id"].fillna("").str.endswith(sweep)]
+        df = df[df["sweep_id"].fillna("").str.rstrip("/").str.endswith(sweep.rstrip("/"))]
     elif latest_sweep and df["sweep_id"].notna().any():
         last = df.dropna(subset=["sweep_id"]).sort_values("started_at")["sweep_id"].iloc[-1]
         df = df[df["sweep_id"] == last]
-    return df.sort_values("started_at").reset_index(drop=True)
+    return df.sort_values("started_at", kind="stable").reset_index(drop=True)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns of a loaded frame (everything that is not an axis or bookkeeping)."""
+    return [c for c in df.columns if c not in AXES and c not in BOOKKEEPING]
+
+
+def artifact_path(row: pd.Series, name: str) -> Path | None:
+    """A job's artifact on this machine (by record name, else by file name in the job dir)."""
+    if not row.get("job_dir"):
+        return None
+    job_dir = Path(str(row["job_dir"]))
+    arts = row.get("artifacts") or {}
+    rel = arts.get(name) if isinstance(arts, dict) else None
+    candidates = [Path(rel) if Path(rel).is_absolute() else job_dir / rel] if rel else []
+    candidates.append(job_dir / name)
+    for c in candidates:
+        if c.exists():
+            return c
+    return None

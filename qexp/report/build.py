@@ -1,0 +1,203 @@
+"""Everything a sweep's report holds: the table, the paper comparison, the plots, the page."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from qexp.report import paper as P
+from qexp.report import plots
+from qexp.report.html import Page, Plot, render_page
+from qexp.report.load import artifact_path
+from qexp.report.render import to_html
+from qexp.report.table import comparison_table, varying_axes
+
+log = logging.getLogger("qexp")
+
+# Artifact names the plots look for in a job (record artifact name, else a file in the job dir).
+LAYERS_ARTIFACTS = ("layers", "layers.json")
+SENSITIVITY_ARTIFACTS = ("sensitivity", "sensitivity.json")
+
+
+@dataclass
+class Options:
+    metrics: list[str] | None = None
+    axes: list[str] | None = None
+    cols: str | None = None
+    baseline: dict[str, str] | str | None = "auto"
+    paper: str | None = None  # a conf/paper name; default: the one the jobs ran under
+    calib_tensor: str | None = None
+    x: str = "latency_ms_p50"
+    y: str = "map50_95"
+
+
+@dataclass
+class Report:
+    title: str
+    table: pd.DataFrame
+    paper: pd.DataFrame | None = None
+    plots: list[Plot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # plots that could not be drawn, and why
+    meta: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def html(self) -> str:
+        sections = []
+        if self.paper is not None:
+            sections.append(("", P.to_html(self.paper)))
+        sections.append(("Comparison table", to_html(self.table)))
+        if self.notes:
+            items = "".join(f"<li>{n}</li>" for n in self.notes)
+            sections.append(("Notes", f"<ul>{items}</ul>"))
+        page = Page(self.title, self.meta, self.counts, sections, self.plots)
+        return render_page(page)
+
+    def write(self, out: Path) -> list[Path]:
+        """The page at ``out`` (self-contained) and each plot as a PNG beside it."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(self.html())
+        written = [out]
+        for p in self.plots:
+            png = out.parent / p.name
+            png.write_bytes(p.png)
+            written.append(png)
+        return written
+
+
+def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -> Report:
+    opts = opts or Options()
+    table = comparison_table(
+        df, metrics=opts.metrics, axes=opts.axes, cols=opts.cols, baseline=opts.baseline
+    )
+    sweeps = sorted({Path(s).name for s in df.get("sweep_id", pd.Series()).dropna()})
+    rep = Report(
+        title=f"qexp report — {experiment or 'records'}",
+        table=table,
+        meta={"experiment": experiment or "-", "sweep": ", ".join(sweeps) or "-"},
+        counts={s: int(n) for s, n in df["status"].value_counts().items()},
+    )
+    try:
+        paper = P.paper_for(df, experiment, opts.paper)
+    except ValueError as e:
+        rep.notes.append(str(e))
+        paper = None
+    if paper:
+        rep.paper = P.compare(df, paper)
+    rows = table.attrs.get("rows") or varying_axes(df)
+    for draw in (_pareto, _precision, _sensitivity):
+        _try(rep, draw, df, rows, opts)
+    if opts.calib_tensor:
+        _try(rep, _calibration, df, rows, opts)
+    return rep
+
+
+def _try(rep: Report, draw, df: pd.DataFrame, rows: list[str], opts: Options) -> None:
+    try:
+        rep.plots += draw(df, rows, opts)
+    except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn must not lose the table
+        log.warning("report: %s plot not drawn: %s", draw.__name__.strip("_"), e)
+        rep.notes.append(f"{draw.__name__.strip('_')} plot not drawn: {e}")
+
+
+def _pareto(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
+    if opts.x not in df or opts.y not in df:
+        return []
+    done = df[(df["status"] == "FINISHED") & df[opts.x].notna() & df[opts.y].notna()]
+    if done.empty:
+        return []
+    color = next((a for a in ("quantizer", "backend", "model") if a in rows), None)
+    fig = plots.pareto(done, opts.x, opts.y, label_by=rows, color_by=color)
+    return [
+        Plot(
+            f"{opts.y} vs {opts.x}",
+            plots.png_bytes(fig),
+            "Each point is a finished job; the dashed line joins the Pareto-optimal ones "
+            "(no other job is both faster and more accurate).",
+            name="pareto.png",
+        )
+    ]
+
+
+def _precision(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
+    from qexp.report.precision_map import engine_layers, precision_map
+
+    engines = {}
+    for _, row in df[df["status"] == "FINISHED"].iterrows():
+        path = next((p for a in LAYERS_ARTIFACTS if (p := artifact_path(row, a))), None)
+        if path is not None:
+            label = plots.point_label(row, [a for a in rows if a in row])
+            engines[label or str(row["run_name"])] = engine_layers(path)
+    if not engines:
+        return []
+    fig = precision_map(engines)
+    return [
+        Plot(
+            "Per-layer precision of each engine",
+            plots.png_bytes(fig),
+            "From each engine's inspector JSON (layers.json artifact): one cell per layer in "
+            "execution order, coloured by the precision TensorRT chose; reformat layers in red.",
+            name="precision_map.png",
+        )
+    ]
+
+
+def load_sensitivity(path: Path) -> tuple[dict[str, float], str]:
+    """{layer: score} and the metric, from {"metric", "scores"}, {layer: score} or a list."""
+    data = json.loads(Path(path).read_text())
+    metric = ""
+    if isinstance(data, dict) and "scores" in data:
+        metric, data = str(data.get("metric", "")), data["scores"]
+    if isinstance(data, list):
+        data = {d.get("layer") or d.get("name"): d.get("score", d.get("value")) for d in data}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: unrecognised sensitivity format")
+    return {str(k): float(v) for k, v in data.items() if v is not None}, metric
+
+
+def _sensitivity(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
+    out = []
+    seen: set[str] = set()
+    for _, row in df[df["status"] == "FINISHED"].iterrows():
+        path = next((p for a in SENSITIVITY_ARTIFACTS if (p := artifact_path(row, a))), None)
+        if path is None or str(path.resolve()) in seen:
+            continue
+        seen.add(str(path.resolve()))
+        scores, metric = load_sensitivity(path)
+        label = plots.point_label(row, [a for a in rows if a in row]) or str(row["run_name"])
+        out.append(
+            Plot(
+                f"Sensitivity ranking — {label}",
+                plots.png_bytes(plots.sensitivity(scores, metric)),
+                "Each layer quantized alone, the rest in float; the top-ranked are the first "
+                "candidates for ignore=sensitivity_topk.",
+                name=f"sensitivity_{len(out)}.png",
+            )
+        )
+    return out
+
+
+def _calibration(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
+    from qexp.report.calibration import tensor_clips
+
+    tensor = str(opts.calib_tensor)
+    for _, row in df[df["status"] == "FINISHED"].iterrows():
+        found = tensor_clips(row, tensor)
+        if found is None:
+            continue
+        st, clips, name = found
+        fig = plots.calibration_histogram(st.hist, st.edges, clips, tensor=name, amax=st.amax)
+        return [
+            Plot(
+                f"Calibration histogram — {name}",
+                plots.png_bytes(fig),
+                "One calibration pass feeds every observer; each vertical line is the clip "
+                "(amax) that observer picks for this tensor at 8 bits.",
+                name="calibration.png",
+            )
+        ]
+    raise ValueError(f"no job of this sweep has calibration statistics for tensor {tensor!r}")

@@ -1,0 +1,127 @@
+"""A comparison table as markdown (terminal-readable), CSV, JSON or an HTML fragment."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+
+import pandas as pd
+
+from qexp.report.table import best_rows, display_cells
+
+BEST_MD = "**{}**"  # bold in rendered markdown, still plain to read in a terminal
+FORMATS = ("md", "csv", "html", "json")
+
+
+def render(table: pd.DataFrame, fmt: str = "md", mark_best: bool = True) -> str:
+    """Markdown/HTML carry formatted cells with the best value per column marked."""
+    if fmt == "csv":
+        return _plain(table).to_csv(index=False)
+    if fmt == "json":
+        return to_json(table)
+    if fmt == "html":
+        return to_html(table, mark_best)
+    if fmt == "md":
+        return to_markdown(table, mark_best)
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=[c for c in ("note",) if c in table and not table[c].any()])
+
+
+def to_json(table: pd.DataFrame) -> str:
+    """Rows as records plus what the table means (rows, baseline, best per column, notes)."""
+    rows = json.loads(_plain(table).to_json(orient="records"))
+    best = {c: sorted(r) for c, r in best_rows(table).items()}
+    meta = {k: table.attrs.get(k) for k in ("rows", "cols", "baseline", "notes")}
+    return json.dumps({**meta, "best": best, "table": rows}, indent=2, default=str)
+
+
+def to_markdown(table: pd.DataFrame, mark_best: bool = True) -> str:
+    cells = display_cells(table)
+    best = best_rows(table) if mark_best else {}
+    cols = [c for c in table.columns if c != "note" or any(r[c] for r in cells)]
+    for col, rows in best.items():
+        for i in rows:
+            cells[i][col] = BEST_MD.format(cells[i][col])
+    numeric = {c for c in cols if c in table.attrs.get("kinds", {})}
+    text = [[str(r[c]).replace("|", "\\|") for c in cols] for r in cells]
+    widths = [max([len(c)] + [len(t[j]) for t in text]) for j, c in enumerate(cols)]
+
+    def line(vals: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                v.rjust(w) if c in numeric else v.ljust(w)
+                for v, w, c in zip(vals, widths, cols, strict=True)
+            )
+            + " |"
+        )
+
+    sep = "|" + "|".join(
+        ("-" * (w + 1) + ":") if c in numeric else ("-" * (w + 2))
+        for w, c in zip(widths, cols, strict=True)
+    )
+    out = [line(cols), sep + "|"] + [line(t) for t in text]
+    return "\n".join(out) + _footer(table, mark_best and bool(best))
+
+
+def _has_derived(table: pd.DataFrame) -> bool:
+    return any(k != "metric" for k, _ in table.attrs.get("kinds", {}).values())
+
+
+def _footer(table: pd.DataFrame, marked: bool) -> str:
+    lines = []
+    base = table.attrs.get("baseline") or {}
+    if base and _has_derived(table):
+        lines.append(
+            "Δ and speedup are read against the "
+            + " ".join(f"{k}={v}" for k, v in base.items())
+            + " row of each group."
+        )
+    if marked:
+        lines.append("**bold**: best value in its column.")
+    lines += [f"- {n}" for n in table.attrs.get("notes") or []]
+    return ("\n\n" + "\n".join(lines)) if lines else ""
+
+
+def to_html(table: pd.DataFrame, mark_best: bool = True) -> str:
+    """An HTML <table> fragment (classes: num, best, status-<STATUS>) for the report page."""
+    cells = display_cells(table)
+    best = best_rows(table) if mark_best else {}
+    kinds = table.attrs.get("kinds", {})
+    cols = [c for c in table.columns if c != "note" or any(r[c] for r in cells)]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for i, r in enumerate(cells):
+        status = str(r.get("status", "FINISHED"))
+        tds = []
+        for c in cols:
+            cls = []
+            if c in kinds:
+                cls.append("num")
+                kind = kinds[c][0]
+                v = table[c].iloc[i]
+                if kind == "delta" and isinstance(v, float) and not math.isnan(v):
+                    cls.append("neg" if v < -1e-12 else "pos")
+            if i in best.get(c, ()):
+                cls.append("best")
+            attr = f' class="{" ".join(cls)}"' if cls else ""
+            tds.append(f"<td{attr}>{html.escape(str(r[c]))}</td>")
+        body.append(f'<tr class="status-{html.escape(status)}">{"".join(tds)}</tr>')
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.attrs.get("notes") or [])
+    base = table.attrs.get("baseline") or {}
+    base = base if _has_derived(table) else {}
+    caption = (
+        "Δ and speedup against the "
+        + html.escape(" ".join(f"{k}={v}" for k, v in base.items()))
+        + " row of each group. "
+        if base
+        else ""
+    ) + ("Bold: best in its column." if best else "")
+    return (
+        f'<table class="qexp"><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>" + (f"<ul>{notes}</ul>" if notes else "")
+    )
