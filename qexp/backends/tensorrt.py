@@ -1,0 +1,279 @@
+"""backend=tensorrt: build and measure TensorRT engines through the worker in qexp/trt/.
+
+The worker runs under ``backend.python`` (default $TRT_PYTHON, else this interpreter) with
+``backend.pythonpath`` / ``backend.ld_library_path`` ($TRT_PYTHONPATH, $TRT_LD_LIBRARY_PATH), so
+the TensorRT build may live in another Python than qexp's. This client stages the ONNX (with a
+dynamic batch axis), the eval and calibration images as .npy, sends one request, and scores the
+raw outputs it gets back with the shared eval pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from qexp.backends import trt_stage as stage
+from qexp.config.schema import BackendConfig
+from qexp.interfaces import Deployable, EvalData
+from qexp.job import Job, file_hash
+from qexp.registry import BACKENDS
+from qexp.report import engine_info
+from qexp.trt import protocol
+from qexp.trt.compat import unsupported_reason
+
+log = logging.getLogger("qexp")
+REPO_ROOT = Path(__file__).resolve().parents[2]  # holds the qexp package the worker imports
+
+
+@dataclass
+class TensorRTBackendConfig(BackendConfig):
+    name: str = "tensorrt"
+    python: str | None = "${oc.env:TRT_PYTHON,null}"  # null: this interpreter
+    pythonpath: str = "${oc.env:TRT_PYTHONPATH,''}"
+    ld_library_path: str = "${oc.env:TRT_LD_LIBRARY_PATH,''}"
+    workspace_gb: float = 4.0
+    opt_level: int = 3  # builder optimisation level 0..5 (TensorRT >= 8.6)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    eval_batch: int = 1  # one of batch_sizes
+    warmup: int = 50
+    iters: int = 200
+    cuda_graph: bool = False
+    fp16_fallback: bool = True  # INT8 engines may also use fp16 kernels (trtexec --int8 --fp16)
+    profile_iters: int = 20  # per-layer profile runs (0: none)
+    timing_cache: str = "${paths.cache_dir}/tensorrt/timing.cache"
+    reuse_engine: bool = True  # a cached engine with the same inputs is not rebuilt
+    calib_num: int | None = None  # trt_builtin: calibration images (null: data.calib.num)
+    tf32: bool = False  # fp32 layers as IEEE fp32 (TensorRT enables TF32 unless told not to)
+    timeout_s: int = 3600
+    log_level: str = "warning"
+
+
+class TensorRTError(RuntimeError):
+    """The worker failed; the message carries its error and TensorRT's log tail."""
+
+
+def route_of(cfg: DictConfig) -> tuple[str, str, str | None]:
+    """(precision, route, calibrator) a job asks of TensorRT."""
+    precision = str(cfg.quantizer.precision)
+    if cfg.quantizer.name == "trt_builtin":
+        return precision, "trt_builtin", str(cfg.calibrator.name)
+    if precision == "int8":
+        return precision, str(cfg.quantizer.export), None
+    return precision, "float", None
+
+
+def worker_env(bcfg: Any) -> tuple[str, dict[str, str]]:
+    """(interpreter, environment) for the worker process."""
+    python = bcfg.python or sys.executable
+    env = dict(os.environ)
+    paths = [p for p in str(bcfg.pythonpath or "").split(os.pathsep) if p] + [str(REPO_ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    ld = [p for p in str(bcfg.ld_library_path or "").split(os.pathsep) if p]
+    if env.get("LD_LIBRARY_PATH"):
+        ld.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(ld)
+    env["PYTHONUNBUFFERED"] = "1"
+    return python, env
+
+
+@functools.cache
+def probe(python: str, pythonpath: str, ld_library_path: str) -> dict[str, Any]:
+    """Ask the worker interpreter what it has (once per process per interpreter)."""
+    bcfg = SimpleNamespace(python=python, pythonpath=pythonpath, ld_library_path=ld_library_path)
+    exe, env = worker_env(bcfg)
+    try:
+        out = subprocess.run(
+            [exe, "-m", "qexp.trt.worker", "--probe"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"ok": False, "error": f"cannot start {exe}: {e}"}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        return {
+            "ok": False,
+            "error": f"{exe} -m qexp.trt.worker --probe failed: {' | '.join(tail)}",
+        }
+    return json.loads(lines[-1])
+
+
+def probe_cfg(bcfg: Any) -> dict[str, Any]:
+    return probe(
+        str(bcfg.python or sys.executable),
+        str(bcfg.pythonpath or ""),
+        str(bcfg.ld_library_path or ""),
+    )
+
+
+@BACKENDS.register("tensorrt", schema=TensorRTBackendConfig)
+class TensorRTBackend:
+    consumes: frozenset[str] = frozenset()
+
+    def check(self, cfg: DictConfig) -> str | None:
+        precision, route, calibrator = route_of(cfg)
+        if precision == "int8" and route not in protocol.ROUTES[1:]:
+            return f"quantizer.export={route}: TensorRT INT8 needs qdq or dynamic_range"
+        b = cfg.backend
+        if int(b.eval_batch) not in list(b.batch_sizes):
+            return f"backend.eval_batch={b.eval_batch} must be one of backend.batch_sizes"
+        p = probe_cfg(b)
+        if not p.get("ok"):
+            return f"TensorRT not available: {p.get('error', 'unknown reason')}"
+        return unsupported_reason(p["capabilities"], precision, route, calibrator, p["tensorrt"])
+
+    def run(self, job: Job, deploy: Deployable, data: EvalData) -> None:
+        cfg, b = job.cfg, job.cfg.backend
+        p = probe_cfg(b)
+        if not p.get("ok"):
+            raise TensorRTError(f"TensorRT not available: {p.get('error')}")
+        imgsz = int(cfg.model.imgsz)
+        _, route, calibrator = route_of(cfg)
+        work = job.dir / "trt"
+        work.mkdir(parents=True, exist_ok=True)
+        onnx_path = Path(deploy.export(work))
+        sizes = sorted({int(x) for x in b.batch_sizes})
+        if sizes != [stage.static_batch(onnx_path)]:
+            onnx_path = stage.dynamic_batch(onnx_path, work / f"{onnx_path.stem}_dynbatch.onnx")
+        data_key = OmegaConf.to_container(cfg.data, resolve=True)
+        eval_dir = job.cache("trt_eval_images", data_key, imgsz)
+        images, index = stage.eval_images(data, imgsz, int(b.eval_batch), eval_dir)
+        dr = str(deploy.dynamic_range) if route == "dynamic_range" else None
+        if route == "dynamic_range" and not dr:
+            raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
+        calib_dir = calib_cache = None
+        onnx_key = file_hash(onnx_path)
+        if route == "trt_builtin":
+            num = int(b.calib_num or cfg.data.calib.num)
+            calib_key = (data_key["calib"], imgsz, num)
+            calib_dir = job.cache("trt_calib_images", *calib_key)
+            stage.calib_images(data, imgsz, num, calib_dir)
+            cache_dir = job.cache("trt_calib", onnx_key, calibrator, calib_key, p["tensorrt"])
+            calib_cache = str(cache_dir / "calibration.cache")
+        key = (onnx_key, dr and file_hash(Path(dr)), deploy.precision, route, calibrator,
+               calib_dir and str(calib_dir), sizes, float(b.workspace_gb), int(b.opt_level),
+               bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"))  # fmt: skip
+        engine_dir = job.cache("trt_engine", *key)
+        req = protocol.Request(
+            onnx=str(onnx_path), engine=str(engine_dir / "engine.plan"), out_dir=str(work),
+            precision=deploy.precision, route=route, calibrator=calibrator,
+            calib_dir=calib_dir and str(calib_dir), calib_cache=calib_cache, dynamic_range=dr,
+            timing_cache=str(Path(b.timing_cache).resolve()), workspace_gb=float(b.workspace_gb),
+            opt_level=int(b.opt_level), fp16_fallback=bool(b.fp16_fallback), tf32=bool(b.tf32),
+            batch_sizes=sizes,
+            reuse_engine=bool(b.reuse_engine), eval_input=str(images), eval_batch=int(b.eval_batch),
+            warmup=int(b.warmup), iters=int(b.iters), cuda_graph=bool(b.cuda_graph),
+            profile_iters=int(b.profile_iters), log_level=str(b.log_level),
+        )  # fmt: skip
+        req.validate()
+        resp = call_worker(b, req, work / "request.json", int(b.timeout_s))
+        try:
+            self._report(job, deploy, data, resp, index, imgsz)
+        finally:
+            for raw in resp.outputs:  # hundreds of MB; the engine and layer JSON stay
+                Path(raw).unlink(missing_ok=True)
+
+    def _report(self, job: Job, deploy: Deployable, data: EvalData, resp: protocol.Response,
+                index: dict[str, int], imgsz: int) -> None:  # fmt: skip
+        b = job.cfg.backend
+        raw = np.load(resp.outputs[0], mmap_mode="r")
+        predict = stage.lookup_predict(raw, index)
+        ref = stage.torch_reference(deploy.detector, deploy.module) if b.align else None
+        job.log_metrics(
+            stage.evaluate(predict, deploy.detector, data, imgsz, int(b.eval_batch), job, ref)
+        )
+        log_latency(job, resp.latency)
+        job.log_metrics({"build_s": resp.build_s, "engine_bytes": resp.engine_bytes})
+        if "calib_s" in resp.build_stats:
+            job.log_metrics({"calib_s": resp.build_stats["calib_s"]})
+        first = str(min(int(k) for k in resp.layers))
+        info = engine_info.load(resp.layers[first])
+        summary = engine_info.summarize(info)
+        job.log_metrics(summary.metrics())
+        prof = json.loads(Path(resp.layer_profile).read_text()) if resp.layer_profile else {}
+        times = engine_info.profile_times(prof) if prof else None
+        engine = {
+            "tensorrt": resp.tensorrt, "gpu": resp.gpu, "engine": resp.engine,
+            "engine_bytes": resp.engine_bytes, "build": resp.build_stats,
+            "reused_engine": resp.reused_engine, "latency": resp.latency,
+            "batch_max_abs_diff": resp.batch_diff, "summary": summary.to_dict(),
+            "notes": resp.notes, "worker_s": resp.timings,
+        }  # fmt: skip
+        files = {
+            "layers.json": json.dumps(info, indent=1),  # the eval batch's profile (batch 1)
+            "layers.csv": engine_info.to_csv(engine_info.layer_table(info, times)),
+            "engine_summary.json": json.dumps(engine, indent=1),
+            "engine_summary.md": engine_info.to_markdown(summary),
+        }
+        if prof:
+            files["layer_profile.json"] = json.dumps(prof, indent=1)
+        for bs, path in resp.layers.items():
+            if bs != first:
+                files[f"layers_b{bs}.json"] = Path(path).read_text()
+        for name, text in files.items():
+            job.add_artifact(name, write_text(job.path("artifacts", name), text))
+        job.info["tensorrt"] = {
+            k: engine[k]
+            for k in ("tensorrt", "gpu", "reused_engine", "notes", "batch_max_abs_diff")
+        }
+        job.info["tensorrt"]["precisions"] = summary.precisions
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def log_latency(job: Job, latency: dict[str, dict[str, Any]]) -> None:
+    """latency_ms_p50/p90/mean at the smallest batch (batch 1), ..._b<N> at the others;
+    throughput_ips_b<N> everywhere."""
+    smallest = min(int(k) for k in latency)
+    for bs, st in latency.items():
+        suffix = "" if int(bs) == smallest else f"_b{bs}"
+        for stat in ("p50", "p90", "mean"):
+            job.log_metrics({f"latency_ms_{stat}{suffix}": st[stat]})
+        job.log_metrics({f"throughput_ips_b{bs}": st["throughput_ips"]})
+
+
+def call_worker(
+    bcfg: Any, req: protocol.Request, req_path: Path, timeout: int
+) -> protocol.Response:
+    """Run the worker on ``req``; raise TensorRTError with the log tail when it fails."""
+    from qexp.trt.worker import response_path
+
+    protocol.write(req, str(req_path))
+    resp_path = Path(response_path(str(req_path)))
+    resp_path.unlink(missing_ok=True)
+    exe, env = worker_env(bcfg)
+    log_path = req_path.with_name("worker.log")
+    with open(log_path, "w") as logf:
+        try:
+            proc = subprocess.run(
+                [exe, "-m", "qexp.trt.worker", str(req_path)],
+                env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout,
+            )  # fmt: skip
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+    if not resp_path.exists():
+        why = f"timed out after {timeout} s" if code is None else f"exited with status {code}"
+        raise TensorRTError(
+            f"TensorRT worker {why} without a response\n--- worker log tail ---\n{tail}"
+        )
+    resp = protocol.read(protocol.Response, str(resp_path))
+    if not resp.ok:
+        trt_tail = "\n".join(resp.log_tail) or tail
+        raise TensorRTError(f"{resp.error}\n--- TensorRT log tail ---\n{trt_tail}")
+    return resp

@@ -1,0 +1,210 @@
+"""Client-side staging for the TensorRT worker: ONNX batch axis, images as .npy, scoring.
+
+Runs in qexp's own process (onnx, torch available), never in the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("qexp")
+BATCH_DIM = "batch"
+
+
+# -- ONNX: a dynamic batch axis, so one engine holds a profile per batch size ----------------
+def static_batch(path: Path) -> int:
+    """The input's batch size, or -1 when it is already symbolic."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") else -1
+
+
+def dynamic_batch(src: Path, dst: Path) -> Path:
+    """Copy ``src`` with a symbolic batch axis (no-op copy when it already has one).
+
+    A static export bakes the batch into Reshape shape constants (YOLO heads: ``view(b, no,
+    -1)``). Those whose leading entry is the batch get -1 (when no other entry is -1) or 0
+    (ONNX: copy that dim from the input), which keeps the graph valid at any batch.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    model = onnx.load(str(src))
+    g = model.graph
+    inp = g.input[0].type.tensor_type.shape.dim[0]
+    if not inp.HasField("dim_value"):
+        onnx.save(model, str(dst))
+        return dst
+    b0 = int(inp.dim_value)
+    inp.dim_param = BATCH_DIM
+    for out in g.output:
+        d = out.type.tensor_type.shape.dim
+        if len(d) and d[0].HasField("dim_value") and d[0].dim_value == b0:
+            d[0].dim_param = BATCH_DIM
+    del g.value_info[:]  # intermediate shapes were inferred at the static batch
+    inits = {i.name: i for i in g.initializer}
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+    users: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    changed = 0
+    for n in g.node:
+        if n.op_type != "Reshape" or len(n.input) < 2:
+            continue
+        name = n.input[1]
+        if name in inits:
+            shape = numpy_helper.to_array(inits[name])
+        elif name in consts:
+            shape = numpy_helper.to_array(consts[name].attribute[0].t)
+        else:
+            continue  # computed at run time (Shape -> Gather ...): already batch-agnostic
+        if shape.ndim != 1 or shape.size == 0 or int(shape[0]) != b0:
+            continue
+        allowzero = any(a.name == "allowzero" and a.i for a in n.attribute)
+        new = shape.copy()
+        if -1 not in shape[1:].tolist():
+            new[0] = -1
+        elif not allowzero:
+            new[0] = 0
+        else:
+            raise ValueError(f"{src}: cannot make Reshape {n.name} batch-agnostic")
+        tensor = numpy_helper.from_array(new.astype(shape.dtype), f"{name}_dynbatch_{changed}")
+        g.initializer.append(tensor)  # a fresh constant: the old one may have other users
+        n.input[1] = tensor.name
+        changed += 1
+    onnx.checker.check_model(model)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+    log.info("%s: batch axis made dynamic (%d reshapes rewritten)", dst.name, changed)
+    return dst
+
+
+# -- images: exact uint8 when the preprocessing allows it ------------------------------------
+def image_key(image: np.ndarray) -> str:
+    """Content key of one float 0..1 CHW image (what predict_fn receives back)."""
+    q = np.rint(np.asarray(image, dtype=np.float32) * 255.0).clip(0, 255).astype(np.uint8)
+    return hashlib.sha1(q.tobytes()).hexdigest()
+
+
+def _exact_uint8(x: np.ndarray) -> bool:
+    return bool(np.abs(x * 255.0 - np.rint(x * 255.0)).max() < 1e-3)
+
+
+def _images_of(batch: Any) -> np.ndarray:
+    return np.asarray(batch.images if hasattr(batch, "images") else batch, dtype=np.float32)
+
+
+def eval_images(data: Any, imgsz: int, batch: int, out_dir: Path) -> tuple[Path, dict[str, int]]:
+    """All eval images as one .npy (uint8 when exact, else float32) + {image key: row}."""
+    path, meta = out_dir / "images.npy", out_dir / "index.json"
+    if path.exists() and meta.exists():
+        return path, json.loads(meta.read_text())
+    # uint8 keeps 206 COCO images at 640 in 250 MB instead of 1 GB, and is exact for the
+    # letterboxed 0..255 pixels / 255 our preprocessing produces; anything else stays float32
+    chunks: list[np.ndarray] = []
+    exact = True
+    index: dict[str, int] = {}  # identical images share their first row (same output)
+    n = 0
+    for b in data.batches(imgsz, batch, 32, rect=False):  # engines are static imgsz
+        im = _images_of(b)
+        for x in im:
+            index.setdefault(image_key(x), n)
+            n += 1
+        if exact and not _exact_uint8(im):
+            exact = False
+            chunks = [c.astype(np.float32) / np.float32(255.0) for c in chunks]
+        chunks.append(np.rint(im * 255.0).astype(np.uint8) if exact else im)
+    stored = np.concatenate(chunks) if chunks else np.zeros((0, 3, imgsz, imgsz), np.uint8)
+    tmp = out_dir / ".images.tmp.npy"
+    np.save(tmp, stored)
+    tmp.replace(path)
+    meta.write_text(json.dumps(index))
+    return path, index
+
+
+def calib_images(data: Any, imgsz: int, num: int, out_dir: Path, chunk: int = 16) -> Path:
+    """Calibration images as .npy chunks (B, 3, S, S) for TensorRT's calibrators."""
+    done = out_dir / "done"
+    if done.exists():
+        return out_dir
+    images = np.concatenate([np.asarray(x, np.float32) for x in data.calibration(imgsz, num)])
+    stored = np.rint(images * 255.0).astype(np.uint8) if _exact_uint8(images) else images
+    for i in range(0, len(stored), chunk):
+        np.save(out_dir / f"calib_{i // chunk:04d}.npy", stored[i : i + chunk])
+    done.write_text(str(len(stored)))
+    return out_dir
+
+
+# -- scoring: the engine's raw outputs through the shared decode + COCO eval -----------------
+def lookup_predict(raw: np.ndarray, index: dict[str, int]) -> Callable[[np.ndarray], np.ndarray]:
+    """predict_fn for the shared evaluate(): images -> the engine's raw rows for those images."""
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        rows = []
+        for im in np.asarray(images):
+            key = image_key(im)
+            if key not in index:
+                raise KeyError("an eval image the engine never saw (eval images changed?)")
+            rows.append(index[key])
+        return np.ascontiguousarray(raw[rows], dtype=np.float32)
+
+    return predict
+
+
+def torch_reference(detector: Any, module: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The Deployable's torch module (float, or the fake-quant twin) as the alignment reference:
+    on the GPU when there is one (with TF32 off: a reference must be real fp32), else the CPU."""
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return detector.predict_fn(module)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    m = copy.deepcopy(module).float().eval().cuda()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return (
+                detector.raw(m(torch.from_numpy(np.ascontiguousarray(x)).cuda()))
+                .float()
+                .cpu()
+                .numpy()
+            )
+
+    return predict
+
+
+def evaluate(
+    predict: Callable[[np.ndarray], np.ndarray],
+    detector: Any,
+    data: Any,
+    imgsz: int,
+    batch: int,
+    job: Any = None,
+    reference: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, float]:
+    """map50_95, map50, eval_s (and with a reference: align_*, torch/map50_95, torch/map50)
+    through the shared evaluation loop of qexp.eval."""
+    from qexp.eval import evaluate as shared_evaluate
+
+    res = shared_evaluate(predict, detector, data, imgsz, batch, job=job, reference=reference)
+    out = {k: float(v) for k, v in res.items() if k.startswith(("map", "align_")) or k == "eval_s"}
+    for k in ("map50_95", "map50"):
+        if f"ref_{k}" in res:
+            out[f"torch/{k}"] = float(res[f"ref_{k}"])
+    return out

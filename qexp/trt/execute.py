@@ -1,0 +1,198 @@
+"""Run a deserialized engine: eval outputs, CUDA-event latency, per-layer profile, inspector JSON.
+
+One execution context per batch size, each bound to its own optimisation profile and its own
+device buffers, so switching batch sizes never re-plans anything mid-measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from qexp.trt import compat
+from qexp.trt.calibrator import as_float32
+from qexp.trt.cuda import Cuda, CudaError
+
+
+class Context:
+    """An execution context at one batch size with its I/O buffers bound."""
+
+    def __init__(self, trt: Any, engine: Any, cuda: Cuda, batch: int, profile: int) -> None:
+        self.trt, self.engine, self.cuda, self.batch = trt, engine, cuda, batch
+        self.ctx = engine.create_execution_context()
+        if engine.num_optimization_profiles > 1:
+            self.ctx.set_optimization_profile_async(profile, cuda.ensure_stream())
+            cuda.sync()
+        self.inputs, self.outputs = compat.engine_io(engine, trt)
+        self.buffers: dict[str, int] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, Any] = {}
+        for name in self.inputs:
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            shape = (batch, *shape[1:]) if shape[0] < 0 else shape
+            self.ctx.set_input_shape(name, shape)
+        for name in self.inputs + self.outputs:
+            shape = tuple(int(d) for d in self.ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"tensor {name} has unresolved shape {shape} at batch {batch}")
+            dtype = np.dtype(compat.nptype(trt, engine.get_tensor_dtype(name)))
+            self.shapes[name], self.dtypes[name] = shape, dtype
+            self.buffers[name] = cuda.malloc(int(np.prod(shape)) * dtype.itemsize)
+            self.ctx.set_tensor_address(name, self.buffers[name])
+
+    def enqueue(self) -> None:
+        if not self.ctx.execute_async_v3(self.cuda.ensure_stream()):
+            raise RuntimeError(f"execute_async_v3 failed at batch {self.batch}")
+
+    def set_input(self, images: np.ndarray) -> None:
+        name = self.inputs[0]
+        self.cuda.h2d(self.buffers[name], images.astype(self.dtypes[name], copy=False))
+
+    def get_outputs(self) -> list[np.ndarray]:
+        outs = []
+        for name in self.outputs:
+            host = np.empty(self.shapes[name], dtype=self.dtypes[name])
+            self.cuda.d2h(host, self.buffers[name])
+            outs.append(host)
+        return outs
+
+    def free(self) -> None:
+        for ptr in self.buffers.values():
+            self.cuda.free(ptr)
+        self.buffers.clear()
+
+
+def run_eval(ctx: Context, eval_input: str, out_dir: str) -> tuple[list[str], int]:
+    """Raw outputs for every eval image, one float32 .npy per network output."""
+    images = np.load(eval_input, mmap_mode="r")
+    n = int(images.shape[0])
+    expect = ctx.shapes[ctx.inputs[0]][1:]
+    if tuple(images.shape[1:]) != expect:
+        raise ValueError(f"{eval_input}: images are {images.shape[1:]}, the engine wants {expect}")
+    paths = [os.path.join(out_dir, f"raw_{i}.npy") for i in range(len(ctx.outputs))]
+    files = [
+        np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(n, *ctx.shapes[o][1:]))
+        for p, o in zip(paths, ctx.outputs, strict=True)
+    ]
+    b = ctx.batch
+    for start in range(0, n, b):
+        chunk = as_float32(np.asarray(images[start : start + b]))
+        k = chunk.shape[0]
+        if k < b:  # the last, short batch is padded and the padding dropped
+            chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), np.float32)])
+        ctx.set_input(chunk)
+        ctx.enqueue()
+        for f, out in zip(files, ctx.get_outputs(), strict=True):
+            f[start : start + k] = out[:k].astype(np.float32)
+    for f in files:
+        f.flush()
+    return paths, n
+
+
+def batch_check(ctx: Context, eval_input: str, raw_path: str) -> float:
+    """Max |diff| between the first output at this batch size and at the eval batch size, on
+    the first images: a profile or a rewritten batch axis that computes wrong shows here."""
+    images = np.load(eval_input, mmap_mode="r")
+    k = min(ctx.batch, int(images.shape[0]))
+    chunk = as_float32(np.asarray(images[:k]))
+    if k < ctx.batch:
+        chunk = np.concatenate([chunk, np.zeros((ctx.batch - k, *chunk.shape[1:]), np.float32)])
+    ctx.set_input(chunk)
+    ctx.enqueue()
+    out = ctx.get_outputs()[0][:k].astype(np.float32)
+    ref = np.load(raw_path, mmap_mode="r")[:k]
+    return float(np.abs(out - ref).max())
+
+
+def latency(ctx: Context, warmup: int, iters: int, cuda_graph: bool, log: Any) -> dict[str, Any]:
+    """GPU time per inference (CUDA events around each enqueue), after warm-up."""
+    cuda = ctx.cuda
+    ctx.set_input(np.random.RandomState(0).rand(*ctx.shapes[ctx.inputs[0]]).astype(np.float32))
+    launch = ctx.enqueue
+    graph = None
+    if cuda_graph:
+        try:
+            ctx.enqueue()  # TensorRT sets itself up lazily on the first enqueue: not capturable
+            cuda.sync()
+            cuda.begin_capture()
+            try:
+                ctx.enqueue()
+            finally:
+                graph = cuda.end_capture()
+            launch = lambda: cuda.launch_graph(graph)  # noqa: E731
+        except (CudaError, RuntimeError) as e:
+            cuda.clear_error()
+            graph = None
+            log.note(f"CUDA graph capture failed at batch {ctx.batch} ({e}); timed plain enqueues")
+    for _ in range(warmup):
+        launch()
+    cuda.sync()
+    starts = [cuda.event() for _ in range(iters)]
+    ends = [cuda.event() for _ in range(iters)]
+    for s, e in zip(starts, ends, strict=True):
+        cuda.record(s)
+        launch()
+        cuda.record(e)
+    ms = np.array([cuda.elapsed_ms(s, e) for s, e in zip(starts, ends, strict=True)])
+    for ev in starts + ends:
+        cuda.destroy_event(ev)
+    if graph is not None:
+        cuda.destroy_graph_exec(graph)
+    return {
+        "batch": ctx.batch,
+        "iters": iters,
+        "warmup": warmup,
+        "cuda_graph": graph is not None,
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+        "throughput_ips": float(ctx.batch * 1000.0 / ms.mean()),
+    }
+
+
+def layer_profile(trt: Any, ctx: Context, iters: int) -> dict[str, Any]:
+    """Mean time per engine layer over ``iters`` profiled runs (TensorRT's IProfiler)."""
+
+    class Profiler(trt.IProfiler):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.total: dict[str, float] = {}
+            self.order: list[str] = []
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            if layer_name not in self.total:
+                self.total[layer_name] = 0.0
+                self.order.append(layer_name)
+            self.total[layer_name] += float(ms)
+
+    prof = Profiler()
+    ctx.ctx.profiler = prof
+    for _ in range(max(iters, 1)):
+        ctx.enqueue()
+        ctx.cuda.sync()
+        if not getattr(ctx.ctx, "enqueue_emits_profile", True):
+            ctx.ctx.report_to_profiler()
+    n = max(iters, 1)
+    layers = [{"name": k, "ms": prof.total[k] / n} for k in prof.order]
+    return {
+        "batch": ctx.batch,
+        "iters": n,
+        "total_ms": sum(x["ms"] for x in layers),
+        "layers": layers,
+    }
+
+
+def inspector_json(trt: Any, engine: Any, ctx: Context | None) -> dict[str, Any]:
+    """IEngineInspector's detailed layer info for ``ctx``'s profile (strict=False: the
+    inspector can emit raw control characters inside strings)."""
+    inspector = engine.create_engine_inspector()
+    if ctx is not None:
+        inspector.execution_context = ctx.ctx
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    return json.loads(text, strict=False)

@@ -1,0 +1,84 @@
+"""Client-side staging: the dynamic batch axis (checked with ONNX Runtime), eval images as exact
+uint8 and the predict_fn that hands the engine's rows back to the shared evaluation loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from qexp.backends import trt_stage as stage
+from qexp.models.export import export_onnx
+
+
+class HeadNet(nn.Module):
+    """Reshapes as YOLO heads trace them at a static batch: view(b, c, -1), view(b, 4, 4, -1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        b = y.shape[0]
+        flat = y.view(b, 16, -1)
+        box = flat.view(b, 4, 4, -1).softmax(2).sum(2)
+        return torch.cat([box, flat[:, 4:]], 1)
+
+
+def _run(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"images": x})[0]
+
+
+def test_dynamic_batch_matches_per_image_runs(tmp_path):
+    src = export_onnx(HeadNet().eval(), tmp_path / "static.onnx", 64, 1, simplify=False)
+    assert stage.static_batch(src) == 1
+    dst = stage.dynamic_batch(src, tmp_path / "dyn.onnx")
+    assert stage.static_batch(dst) == -1
+    x = np.random.RandomState(0).rand(3, 3, 64, 64).astype(np.float32)
+    with pytest.raises(Exception):  # noqa: B017 - the static graph refuses batch 3
+        _run(src, x)
+    per_image = np.concatenate([_run(src, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(_run(dst, x), per_image, rtol=0, atol=1e-6)
+    assert stage.dynamic_batch(dst, tmp_path / "again.onnx").exists()  # already dynamic: a copy
+
+
+@pytest.mark.slow
+def test_dynamic_batch_on_the_real_yolov8n(assets, tmp_path):
+    from qexp.models.ultralytics_family import ultralytics_family
+
+    det = ultralytics_family(
+        {"name": "yolov8n", "family": "ultralytics", "imgsz": 320,
+         "weights": str(assets / "weights" / "yolov8n-coco-from-ovint8.pt")}
+    )  # fmt: skip
+    src = det.export_onnx(det.module, tmp_path / "y8n.onnx", 320, 1)
+    dst = stage.dynamic_batch(src, tmp_path / "y8n_dyn.onnx")
+    x = np.random.RandomState(0).rand(2, 3, 320, 320).astype(np.float32)
+    per_image = np.concatenate([_run(src, x[i : i + 1]) for i in range(2)])
+    np.testing.assert_allclose(_run(dst, x), per_image, rtol=0, atol=1e-4)
+
+
+def test_eval_images_are_exact_uint8_and_rows_come_back_by_content(assets, tmp_path):
+    from qexp.data import load_eval_data
+
+    data = load_eval_data(
+        {"name": "coco_val", "format": "coco", "root": str(assets / "coco_val"),
+         "images": "images/val2017", "annotations": "annotations/instances_val2017.json",
+         "max_images": 4}
+    )  # fmt: skip
+    path, index = stage.eval_images(data, 96, 2, tmp_path)
+    stored = np.load(path)
+    assert stored.dtype == np.uint8 and stored.shape == (4, 3, 96, 96)
+    batches = [b.images for b in data.batches(96, 1, 32, rect=False)]
+    np.testing.assert_array_equal(stored.astype(np.float32) / 255.0, np.concatenate(batches))
+    raw = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 2, 3), np.float32)
+    predict = stage.lookup_predict(raw, index)
+    got = predict(np.concatenate(batches[::-1]))  # any order, any batching
+    assert got[:, 0, 0].tolist() == [3.0, 2.0, 1.0, 0.0]
+    with pytest.raises(KeyError, match="never saw"):
+        predict(np.zeros((1, 3, 96, 96), np.float32))
+    again, index2 = stage.eval_images(data, 96, 2, tmp_path)  # cached: not rewritten
+    assert again == path and index2 == index
