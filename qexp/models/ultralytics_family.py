@@ -1,0 +1,72 @@
+"""model.family=ultralytics: YOLOv8 / YOLO11 / YOLOv5u checkpoints and architecture yamls."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from qexp import offline
+from qexp.models.detector import YoloDetector, cfg_get
+from qexp.models.weights import resolve_weights
+from qexp.registry import MODEL_FAMILIES
+
+if TYPE_CHECKING:
+    from qexp.job import Job
+
+log = logging.getLogger("qexp")
+
+
+def load_module(weights: str) -> torch.nn.Module:
+    """The fused float32 eval DetectionModel; its head returns only the decoded tensor."""
+    offline.setup()
+    from ultralytics import YOLO
+    from ultralytics.nn.modules import Detect
+
+    path = resolve_weights(weights)
+    if path.endswith((".yaml", ".yml")):
+        log.warning("model %s is an architecture yaml: random weights, mAP will be ~0", path)
+    try:
+        model = YOLO(path, task="detect").model
+    except Exception as e:
+        raise RuntimeError(
+            f"cannot load ultralytics weights {weights}: {type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{weights}: not an ultralytics PyTorch checkpoint")
+    head = model.model[-1]
+    if type(head) is not Detect:
+        raise TypeError(
+            f"{weights}: head is {type(head).__name__}; model.family=ultralytics takes detection "
+            "models (Detect head) only"
+        )
+    if head.end2end:
+        raise TypeError(f"{weights}: end-to-end (NMS-free) heads are not supported")
+    model = model.float().fuse(verbose=False).eval()  # fused as ultralytics' validator runs it
+    head.export = True  # forward returns the (B, 4 + nc, N) tensor alone, as in ONNX export
+    for m in model.modules():
+        if isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
+            m.recompute_scale_factor = None  # old pickles
+    return model
+
+
+@MODEL_FAMILIES.register("ultralytics")
+def ultralytics_family(cfg_model: Any, job: Job | None = None) -> YoloDetector:
+    """Load an ultralytics detection checkpoint (or yaml) as a :class:`YoloDetector`."""
+    weights = str(cfg_get(cfg_model, "weights"))
+    model = load_module(weights)
+    names = model.names
+    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    det = YoloDetector(
+        name=str(cfg_get(cfg_model, "name") or weights),
+        module=model,
+        stride=int(max(int(s) for s in model.stride)),
+        num_classes=int(model.model[-1].nc),
+        names=names,
+        weights=weights,
+        family="ultralytics",
+    )
+    if job is not None:
+        job.info.setdefault("model_classes", det.num_classes)
+    return det
