@@ -84,16 +84,15 @@ def precision_map(engines: Mapping[str, pd.DataFrame], title: str = "") -> Figur
     ax.set_xlabel("layer (execution order)")
     ax.spines[["top", "right"]].set_visible(False)
     present = {c for f in frames.values() for c in f["category"]}
-    ax.legend(
+    fig.legend(
         handles=[Patch(color=COLORS[c], label=c) for c in ORDER if c in present],
         fontsize=8,
         ncol=5,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.25 if len(frames) < 3 else -0.12),
+        loc="lower center",
         frameon=False,
     )
     ax.set_title(title or "Per-layer precision of each engine", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 if len(frames) > 2 else 0.12, 1, 1))
     return fig
 
 

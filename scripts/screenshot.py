@@ -1,0 +1,93 @@
+"""Screenshot a page (a report file or the MLflow UI) with headless Chromium, as a small PNG.
+
+    python scripts/screenshot.py outputs/sweeps/x/report/report.html docs/img/report.png
+    python scripts/screenshot.py http://127.0.0.1:5055/#/experiments/1 docs/img/mlflow.png \
+        --wait-ms 15000 --size 1400,900
+
+Chromium renders the page (JavaScript included, for up to --wait-ms of virtual time), then
+the PNG is reduced to a 256-colour palette so README images stay small (~100-300 KB).
+Install Chromium with `apt-get install -y chromium` (Debian) where it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def browser() -> str:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise SystemExit(
+        f"no Chromium found (tried {', '.join(BROWSERS)}); install it: apt-get install -y chromium"
+    )
+
+
+def screenshot(url: str, out: Path, size: str = "1400,1800", wait_ms: int = 5000) -> Path:
+    """Render ``url`` headless and write a PNG to ``out``."""
+    if "://" not in url:
+        path = Path(url).resolve()
+        if not path.exists():
+            raise SystemExit(f"no such file: {path}")
+        url = path.as_uri()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="qexp-chromium-") as profile:
+        raw = Path(profile) / "shot.png"
+        cmd = [
+            browser(),
+            "--headless",
+            "--no-sandbox",  # root in containers; the page is our own
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={size}",
+            f"--virtual-time-budget={wait_ms}",  # let the page's JavaScript finish rendering
+            f"--screenshot={raw}",
+            url,
+        ]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if not raw.exists():
+            raise SystemExit(
+                f"chromium wrote no screenshot (exit {p.returncode}):\n{p.stderr[-2000:]}"
+            )
+        _shrink(raw, out)
+    return out
+
+
+def _shrink(src: Path, dst: Path) -> None:
+    """Palette-quantise (text and flat UI colours survive it) to keep the PNG small."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            dst, optimize=True
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("url", help="a file path or an http(s):// URL")
+    p.add_argument("out", type=Path, help="PNG to write")
+    p.add_argument("--size", default="1400,1800", help="window WIDTH,HEIGHT (default 1400,1800)")
+    p.add_argument("--wait-ms", type=int, default=5000, help="JavaScript time budget (ms)")
+    a = p.parse_args(argv)
+    out = screenshot(a.url, a.out, a.size, a.wait_ms)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
