@@ -23,7 +23,7 @@ from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
 from qexp.job import Job, content_hash
 from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
-from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS
+from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
 
 log = logging.getLogger("qexp")
 
@@ -104,6 +104,9 @@ class Index:
 
 def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
     """Run one job and return its record (also written to ``spec.job_dir/result.json``)."""
+    # launchers (submitit, joblib, Ray) run jobs in fresh worker processes that never ran the
+    # CLI's setup: fill the registries here, or every job there fails as an unknown plugin
+    load_plugins()
     job_dir = Path(spec.job_dir).resolve()
     job_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
