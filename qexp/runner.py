@@ -160,7 +160,7 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
     base.write(job_dir)  # RUNNING: a job killed from outside leaves this behind
     job = Job(cfg=cfg, dir=job_dir, cache_dir=Path(cfg.paths.cache_dir).resolve())
     try:
-        _execute(job)
+        _timed_execute(job)
         record = base.replace(status=FINISHED)
     except KeyboardInterrupt:
         record = base.replace(status=FAILED, error="interrupted (KeyboardInterrupt)")
@@ -182,6 +182,16 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
 
 def _with_job(record: Record, job: Job) -> Record:
     return record.replace(metrics=dict(job.metrics), artifacts=dict(job.artifacts), info=job.info)
+
+
+def _timed_execute(job: Job) -> None:
+    """Run the job's work, recording its wall time as ``info.work_s``: what qexp spends around
+    it (validation, hashing, records, tracking) is overhead, reported by scripts/load_test.py."""
+    t = time.perf_counter()
+    try:
+        _execute(job)
+    finally:
+        job.info["work_s"] = round(time.perf_counter() - t, 4)
 
 
 def _execute(job: Job) -> None:
