@@ -84,6 +84,10 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         g.initializer.append(tensor)  # a fresh constant: the old one may have other users
         n.input[1] = tensor.name
         changed += 1
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    dead = [n for n in g.node if n.op_type == "Constant" and n.output[0] not in used]
+    for n in dead:  # the shape constants replaced above
+        g.node.remove(n)
     onnx.checker.check_model(model)
     tmp = dst.with_name(f".{dst.name}.tmp")
     onnx.save(model, str(tmp))

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repo root, once every part sits in $STAGE (default ~/stage):
+#   bash scripts/gpu/install.sh
+# Unpacks the bundle of scripts/gpu/pack.sh and writes $STAGE/env.sh (TRT_PYTHON, TRT_PYTHONPATH,
+# TRT_LD_LIBRARY_PATH for the worker; PYTHONPATH and QEXP_ASSETS for qexp's own process).
+set -euo pipefail
+S=${STAGE:-$HOME/stage}
+repo=$(pwd)
+want=$(cat .gpu-stage/bundle.sha256)
+cd "$S"
+cat part.* > bundle.tar
+got=$(sha256sum bundle.tar | cut -d' ' -f1)
+[ "$want" = "$got" ] || { echo "bundle checksum mismatch (missing part?): have $(ls part.*)"; exit 1; }
+rm -f part.*
+tar -xf bundle.tar && rm bundle.tar
+prefix=$(cat bundle/py310.prefix)  # the runtime's rpath wants its build prefix
+mkdir -p "$(dirname "$prefix")" site lib py312 assets
+[ -x "$prefix/bin/python3.10" ] || tar -xJf bundle/py310.tar.xz -C "$(dirname "$prefix")"
+tar -xJf trt.tar.xz -C site
+python3 -m zipfile -e bundle/numpy-*.whl site
+cp bundle/*.so.* lib/
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$S/py312" bundle/wheels/*.whl
+tar -xf bundle/assets.tar -C assets
+rm -rf bundle trt.tar.xz
+cudart=$(ldconfig -p | awk '/libcudart\.so /{print $NF; exit}')
+[ -n "$cudart" ] || cudart=$(python3 -c 'import glob,nvidia,os;print(sorted(glob.glob(os.path.join(os.path.dirname(nvidia.__path__[0]),"nvidia","cu*","lib","libcudart.so*")))[0])' 2>/dev/null || true)
+cat > "$S/env.sh" <<ENV
+export TRT_PYTHON=$prefix/bin/python3.10
+export TRT_PYTHONPATH=$S/site
+export TRT_LD_LIBRARY_PATH=$S/lib:$S/site/tensorrt${cudart:+:$(dirname "$cudart")}
+export QEXP_CUDART=${cudart}
+export PYTHONPATH=$S/py312:$repo
+export QEXP_ASSETS=$S/assets
+export QEXP_HOME=$S/home
+export PYTHONUNBUFFERED=1
+ENV
+. "$S/env.sh"
+cd "$repo"
+LD_LIBRARY_PATH=$TRT_LD_LIBRARY_PATH PYTHONPATH=$TRT_PYTHONPATH:$repo $TRT_PYTHON -m qexp.trt.worker --probe

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Here (a CPU machine with internet to package registries), from the repo root:
+#   bash scripts/gpu/pack.sh
+# Builds .gpu-stage/ (git-ignored): everything the GPU machine lacks, as one tar split into
+# parts that each fit one device call next to the repo (the carried tree is <= 64 MiB):
+#   - TensorRT 8.6 (cp310): its libraries + Python package only, xz-compressed (about half the
+#     size of the wheel's deflate), from .device-stage/ of ../shared/device/prepare-trt.sh
+#   - the Python 3.10 runtime, its numpy, the cuBLAS/cuDNN stub libraries (same source)
+#   - cp312 wheels the GPU image lacks for qexp's main process (ultralytics, hydra, ...)
+#   - the shared assets a sweep reads (coco_val, coco128, the yolov8n checkpoint)
+# Then follow docs/tensorrt.md ("Running on the GPU machine").
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+stage=.gpu-stage
+part_mib=${PART_MIB:-58}
+assets=${QEXP_ASSETS:-$root/../shared/assets}
+src=${DEVICE_STAGE:-.device-stage}
+grep -qx '/.gpu-stage/' .git/info/exclude 2>/dev/null || echo '/.gpu-stage/' >> .git/info/exclude
+[ -f "$src/boot/py310.tar.xz" ] || { echo "run ../shared/device/prepare-trt.sh first ($src/boot missing)"; exit 1; }
+work=$stage/work
+mkdir -p "$work/bundle/wheels"
+rm -f "$stage"/part.* "$stage"/bundle.sha256
+
+if [ ! -f "$work/trt.tar.xz" ]; then
+  rm -rf "$work/trt" && mkdir -p "$work/trt"
+  unzip -q -o "$src"/dl/tensorrt-*.whl 'tensorrt/*' -d "$work/trt"
+  tar -C "$work/trt" -cf - tensorrt | xz -T0 -6 > "$work/trt.tar.xz.tmp"
+  mv "$work/trt.tar.xz.tmp" "$work/trt.tar.xz"
+  rm -rf "$work/trt"
+fi
+cp "$src"/boot/py310.tar.xz "$src"/boot/py310.prefix "$src"/boot/numpy-*.whl "$src"/boot/*.so.* "$work/bundle/"
+
+# qexp's main process on the GPU image (python3.12, torch, onnx, onnxruntime, opencv present)
+pyv=(--python-version 3.12 --implementation cp --only-binary=:all: --no-deps
+     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+py=${PY:-.venv/bin/python}
+$py -m pip download -q "${pyv[@]}" -d "$work/bundle/wheels" \
+  ultralytics==8.4.190 ultralytics-thop==2.2.3 hydra-core==1.3.8 omegaconf==2.3.1 \
+  onnxslim==0.1.98 faster-coco-eval==1.8.0
+# antlr4's runtime 4.9.3 (hydra's parser) is an sdist on PyPI: build its pure-Python wheel here
+ls "$work"/bundle/wheels/antlr4_python3_runtime-4.9.3-*.whl >/dev/null 2>&1 ||
+  $py -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w "$work/bundle/wheels"
+
+tar -C "$assets" -cf "$work/bundle/assets.tar" coco_val coco128 weights/yolov8n-coco-from-ovint8.pt
+
+tar -C "$work" -cf - bundle trt.tar.xz | split -b "${part_mib}M" -d -a 2 - "$stage/part."
+cat "$stage"/part.* | sha256sum | cut -d' ' -f1 > "$stage/bundle.sha256"
+echo "parts: $(ls $stage/part.* | wc -l) x <= ${part_mib} MiB; bundle sha256 $(cat $stage/bundle.sha256)"
+du -ch $stage/part.* | tail -1
