@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-HEAD_CLASSES = ("Detect", "Segment", "Pose", "OBB", "IDetect", "IAuxDetect", "v10Detect")
+HEAD_CLASSES = ("Segment", "Pose", "OBB")  # besides every class whose name ends in "Detect"
 
 
 class IgnoreError(ValueError):
@@ -24,7 +24,8 @@ def head_name(model: nn.Module) -> str | None:
     """Module name of the detection head (the last Detect-like block), if any."""
     found = None
     for name, m in model.named_modules():
-        if type(m).__name__ in HEAD_CLASSES:
+        cls = type(m).__name__
+        if cls.endswith("Detect") or cls in HEAD_CLASSES:
             found = name
     return found
 

@@ -1,17 +1,114 @@
-"""quantizer.impl=modelopt: placeholder until the ModelOpt route lands."""
+"""quantizer.impl=modelopt: NVIDIA ModelOpt's INT8 PTQ in the same axes as ours.
+
+``observer.act`` picks ModelOpt's calibrator: minmax -> ``max``; entropy, percentile and mse ->
+its histogram calibrator with that method. Weights: per-channel ``max`` (axis 0), ModelOpt's
+INT8 default. ``ignore`` patterns become ModelOpt's ``quantizer_name`` wildcards; DFL stays
+float as in our route. ModelOpt places quantizers on Conv/Linear inputs and weights only (no
+residual-add quantizers). ModelOpt is an optional extra: without it the job is SKIPPED.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
+import time
 from importlib.util import find_spec
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from qexp.interfaces import Deployable, Detector, EvalData
+from qexp.job import Job, content_hash
+from qexp.quant.ignore import select_ignored
+from qexp.quant.placement import quantizable
+
+log = logging.getLogger("qexp")
+METHODS = {"minmax": "max", "entropy": "entropy", "percentile": "percentile", "mse": "mse"}
 
 
 def check(cfg: DictConfig) -> str | None:
     if find_spec("modelopt") is None:
         return "quantizer.impl=modelopt needs NVIDIA ModelOpt: pip install 'qexp[modelopt]'"
-    return "quantizer.impl=modelopt: not implemented yet"
+    if cfg.observer.act not in METHODS:
+        return f"quantizer.impl=modelopt has no calibrator for observer.act={cfg.observer.act}"
+    if cfg.observer.weight != "minmax":
+        return "quantizer.impl=modelopt calibrates weights with max only (observer.weight=minmax)"
+    if cfg.quantizer.export != "qdq":
+        return "quantizer.impl=modelopt exports Q/DQ only (quantizer.export=qdq)"
+    if int(cfg.quantizer.w_bits) != 8 or int(cfg.quantizer.a_bits) != 8:
+        return "quantizer.impl=modelopt: this route is INT8 only (w_bits=a_bits=8)"
+    return None
 
 
-def quantize(job, detector, data):
-    raise RuntimeError(check(job.cfg))
+def modelopt_config(method: str, ignored: list[str], fixed: list[str], per_channel: bool) -> dict:
+    """ModelOpt's quant_cfg list (0.4x format) for our INT8 scheme."""
+    act = {"num_bits": 8, "axis": None}
+    if method != "max":
+        act["calibrator"] = "histogram"
+    quant_cfg = [
+        {"quantizer_name": "*", "enable": False},
+        {
+            "quantizer_name": "*weight_quantizer",
+            "cfg": {"num_bits": 8, "axis": 0 if per_channel else None},
+        },
+        {"quantizer_name": "*input_quantizer", "cfg": act},
+    ]
+    quant_cfg += [{"quantizer_name": f"{n}.*", "enable": False} for n in [*ignored, *fixed]]
+    return {"quant_cfg": quant_cfg, "algorithm": None}
+
+
+@torch.no_grad()
+def calibrate_modelopt(model: torch.nn.Module, images, method: str, percentile: float) -> None:
+    """One pass collecting ModelOpt's stats, then each quantizer loads its amax by ``method``."""
+    from modelopt.torch.quantization.model_calib import enable_stats_collection
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    enable_stats_collection(model)
+    for img in images:
+        model(torch.from_numpy(img))
+    for _, q in model.named_modules():
+        if not isinstance(q, TensorQuantizer) or q._disabled:
+            continue
+        cal = getattr(q, "_calibrator", None)
+        if cal is not None:
+            if type(cal).__name__ == "HistogramCalibrator":
+                kw = {"percentile": percentile} if method == "percentile" else {}
+                q.load_calib_amax(method, **kw)
+            else:
+                q.load_calib_amax()
+        q.enable_quant()
+        q.disable_calib()
+
+
+def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
+    import modelopt.torch.quantization as mtq
+
+    from qexp.quant.ptq import make_deployable
+
+    cfg = job.cfg
+    t0 = time.perf_counter()
+    imgsz = int(cfg.model.imgsz)
+    method = METHODS[str(cfg.observer.act)]
+    model = copy.deepcopy(detector.module).float().eval()
+    layers, fixed = quantizable(model)
+    ignored = select_ignored(list(cfg.ignore.patterns), model, layers)
+    mcfg = modelopt_config(method, ignored, fixed, bool(cfg.quantizer.per_channel))
+    model = mtq.quantize(model, mcfg)  # inserts quantizers; calibration below
+    num = OmegaConf.select(cfg, "data.calib.num")
+    images = data.calibration(imgsz, num)
+    t = time.perf_counter()
+    calibrate_modelopt(
+        model, job.track(images, "modelopt calibration"), method, float(cfg.observer.percentile)
+    )
+    calib_s = time.perf_counter() - t
+    job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
+    quantized = [n for n in layers if n not in ignored]
+    info = {
+        "quantized": quantized,
+        "ignored": ignored,
+        "float_by_design": fixed,
+        "observer": {"act": str(cfg.observer.act), "weight": "minmax", "modelopt_method": method},
+        "impl": "modelopt",
+    }
+    tag = "mo_" + content_hash(method, ignored, float(cfg.observer.percentile), n=8)
+    return make_deployable(detector, model, "qdq", imgsz, tag, info)

@@ -79,6 +79,14 @@ class Percentile(Observer):
         return _out(torch.quantile(_flat(w, per_channel), q, dim=1), per_channel)
 
 
+def _mse(c: torch.Tensor, n: torch.Tensor, cand: torch.Tensor, bits: int) -> torch.Tensor:
+    """Histogram-weighted quantization error of bin centres ``c`` for each candidate amax."""
+    lo, hi = qrange(bits)
+    s = (cand / hi)[:, None]
+    q = torch.clamp(torch.round(c[None, :] / s), lo, hi).mul_(s)
+    return q.sub_(c[None, :]).square_().mul_(n[None, :]).sum(1)
+
+
 def _fq(x: torch.Tensor, amax: torch.Tensor, bits: int) -> torch.Tensor:
     lo, hi = qrange(bits)
     s = amax / hi
@@ -87,25 +95,28 @@ def _fq(x: torch.Tensor, amax: torch.Tensor, bits: int) -> torch.Tensor:
 
 @OBSERVERS.register("mse")
 class MSE(Observer):
-    """The clip that minimises quantization MSE, searched over histogram bins (every bin from
-    128 up; error measured by quantizing the bin centres, as pytorch-quantization does)."""
+    """The clip that minimises quantization MSE, searched over histogram bins from bin 128 up
+    (error measured by quantizing the bin centres, as pytorch-quantization does). The search
+    is coarse-to-fine: every ``stride``-th candidate, then every candidate around the best."""
 
     name = "mse"
     start_bin = 128
+    stride = 8
 
     def act_amax(self, st, cfg, bits):
         if st.hist.sum() == 0:
             return st.amax
-        # float32, in place: a (candidates x bins) matrix, ~4M entries at 2048 bins
         c = torch.from_numpy(_centers(st)).float()
         n = torch.from_numpy(st.hist).float()
-        cand = c[self.start_bin - 1 :]  # candidate amax: centre of bin i-1 for i >= start_bin
-        lo, hi = qrange(bits)
-        s = (cand / hi)[:, None]
-        q = torch.clamp(torch.round(c[None, :] / s), lo, hi).mul_(s)
-        err = q.sub_(c[None, :]).square_().mul_(n[None, :]).sum(1)
-        best = int(torch.argmin(err))
-        return float(min(cand[best], st.amax))
+        live = n > 0  # empty bins add no error: leave them out of the sums
+        c_live, n_live = c[live], n[live]
+        top = int(torch.nonzero(live).max()) + 1  # clips past the last value change nothing
+        first = min(self.start_bin - 1, top - 1)
+        coarse = torch.arange(first, top, self.stride)
+        best = int(coarse[torch.argmin(_mse(c_live, n_live, c[coarse], bits))])
+        fine = torch.arange(max(first, best - self.stride + 1), min(top, best + self.stride))
+        best = int(fine[torch.argmin(_mse(c_live, n_live, c[fine], bits))])
+        return float(min(c[best], st.amax))
 
     def weight_amax(self, w, cfg, bits, per_channel):
         x = _flat(w, per_channel)

@@ -8,6 +8,7 @@ The steps are reusable on their own (AdaRound and QAT build on them):
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -112,7 +113,12 @@ def set_ranges(
 def export_qdq(detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, batch: int) -> Path:
     """The Q/DQ ONNX of a fake-quant model, checked to hold Q/DQ nodes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    detector.export_onnx(qmodel, path, imgsz, batch)
+    params = inspect.signature(detector.export_onnx).parameters
+    if "simplify" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        # a simplifier may fold or move the Q/DQ pairs TensorRT needs
+        detector.export_onnx(qmodel, path, imgsz, batch, simplify=False)
+    else:
+        detector.export_onnx(qmodel, path, imgsz, batch)
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     if count_qdq(model)["QuantizeLinear"] == 0:

@@ -127,3 +127,15 @@ def test_weight_observers_per_channel():
 
 def test_registered_names():
     assert {"minmax", "percentile", "mse", "entropy", "histogram"} <= set(OBSERVERS.names())
+
+
+@pytest.mark.parametrize("kind", ["normal", "relu", "outliers"])
+def test_mse_coarse_to_fine_matches_exhaustive_search(kind):
+    from qexp.quant.observers import _centers, _mse
+
+    st = _stats(kind, bins=2048)
+    c, n = torch.from_numpy(_centers(st)).float(), torch.from_numpy(st.hist).float()
+    exhaustive = _mse(c, n, c[127:], 8)
+    chosen = get("mse").act_amax(st, CFG, 8)
+    got = _mse(c, n, torch.tensor([chosen], dtype=torch.float32), 8)[0]
+    assert got <= exhaustive.min() * 1.01
