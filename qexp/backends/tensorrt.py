@@ -152,23 +152,25 @@ class TensorRTBackend:
         dr = str(deploy.dynamic_range) if route == "dynamic_range" else None
         if route == "dynamic_range" and not dr:
             raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
-        calib_dir = calib_cache = None
+        calib_dir: str | None = None
+        calib_cache: str | None = None
         onnx_key = file_hash(onnx_path)
         if route == "trt_builtin":
             num = int(b.calib_num or cfg.data.calib.num)
-            calib_key = (data_key["calib"], imgsz, num)
-            calib_dir = job.cache("trt_calib_images", *calib_key)
-            stage.calib_images(data, imgsz, num, calib_dir)
+            calib_key = (OmegaConf.to_container(cfg.data.calib, resolve=True), imgsz, num)
+            calib_path = job.cache("trt_calib_images", *calib_key)
+            stage.calib_images(data, imgsz, num, calib_path)
+            calib_dir = str(calib_path)
             cache_dir = job.cache("trt_calib", onnx_key, calibrator, calib_key, p["tensorrt"])
             calib_cache = str(cache_dir / "calibration.cache")
         key = (onnx_key, dr and file_hash(Path(dr)), deploy.precision, route, calibrator,
-               calib_dir and str(calib_dir), sizes, float(b.workspace_gb), int(b.opt_level),
+               calib_dir, sizes, float(b.workspace_gb), int(b.opt_level),
                bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"))  # fmt: skip
         engine_dir = job.cache("trt_engine", *key)
         req = protocol.Request(
             onnx=str(onnx_path), engine=str(engine_dir / "engine.plan"), out_dir=str(work),
             precision=deploy.precision, route=route, calibrator=calibrator,
-            calib_dir=calib_dir and str(calib_dir), calib_cache=calib_cache, dynamic_range=dr,
+            calib_dir=calib_dir, calib_cache=calib_cache, dynamic_range=dr,
             timing_cache=str(Path(b.timing_cache).resolve()), workspace_gb=float(b.workspace_gb),
             opt_level=int(b.opt_level), fp16_fallback=bool(b.fp16_fallback), tf32=bool(b.tf32),
             batch_sizes=sizes,

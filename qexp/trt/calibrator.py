@@ -61,7 +61,7 @@ def make_calibrator(
 
     class Calibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            base.__init__(self)  # pybind trampolines need the base constructor called
+            base.__init__(self)  # type: ignore[misc]  # pybind trampolines need it called
             self.batches = iter_batches(calib_dir, batch)
             self.device = cuda.malloc(nbytes)
             self.count = 0

@@ -122,7 +122,8 @@ def calibrator_base(trt: Any, kind: str) -> type:
 
 def engine_io(engine: Any, trt: Any) -> tuple[list[str], list[str]]:
     """(input names, output names) in engine order, with the named-tensor API (8.5+)."""
-    inputs, outputs = [], []
+    inputs: list[str] = []
+    outputs: list[str] = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         mode = engine.get_tensor_mode(name)

@@ -79,7 +79,7 @@ class Cuda:
         self.check(
             self.lib.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(max(nbytes, 1))), "cudaMalloc"
         )
-        return int(p.value)
+        return int(p.value or 0)
 
     def free(self, ptr: int) -> None:
         self.check(self.lib.cudaFree(ctypes.c_void_p(ptr)), "cudaFree")

@@ -122,21 +122,24 @@ def latency(ctx: Context, warmup: int, iters: int, cuda_graph: bool, log: Any) -
                 ctx.enqueue()
             finally:
                 graph = cuda.end_capture()
-            launch = lambda: cuda.launch_graph(graph)  # noqa: E731
-        except (CudaError, RuntimeError) as e:
+            exe = graph
+            launch = lambda: cuda.launch_graph(exe)  # noqa: E731
+        except (CudaError, RuntimeError) as err:
             cuda.clear_error()
             graph = None
-            log.note(f"CUDA graph capture failed at batch {ctx.batch} ({e}); timed plain enqueues")
+            log.note(
+                f"CUDA graph capture failed at batch {ctx.batch} ({err}); timed plain enqueues"
+            )
     for _ in range(warmup):
         launch()
     cuda.sync()
     starts = [cuda.event() for _ in range(iters)]
     ends = [cuda.event() for _ in range(iters)]
-    for s, e in zip(starts, ends, strict=True):
-        cuda.record(s)
+    for ev0, ev1 in zip(starts, ends, strict=True):
+        cuda.record(ev0)
         launch()
-        cuda.record(e)
-    ms = np.array([cuda.elapsed_ms(s, e) for s, e in zip(starts, ends, strict=True)])
+        cuda.record(ev1)
+    ms = np.array([cuda.elapsed_ms(a, b) for a, b in zip(starts, ends, strict=True)])
     for ev in starts + ends:
         cuda.destroy_event(ev)
     if graph is not None:
