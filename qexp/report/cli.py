@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--no-baseline", action="store_true", help="no Δ/speedup columns")
     tab.add_argument("--no-best", action="store_true", help="do not mark the best values")
     tab.add_argument("--paper", help="compare with conf/paper/NAME.yaml (default: automatic)")
+    tab.add_argument(
+        "--papers", action="store_true", help="list the paper configs (run one: qexp paper=NAME)"
+    )
     out = p.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS, default="md", help="html: the full page")
     out.add_argument("--out", type=Path, help="write here instead of stdout")
@@ -60,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
+    if a.papers:
+        return _list_papers()
     try:
         if a.records:
             df = from_records(a.records, a.sweep, a.latest)
@@ -106,6 +111,14 @@ def main(argv: list[str]) -> int:
 
         for msg in log_report(rep, df, a.uri or default_uri()):
             print(msg)
+    return 0
+
+
+def _list_papers() -> int:
+    for name in P.available():
+        paper = P.load_paper(name)
+        print(f"{name}: {paper.get('title', '')}\n    needs: {paper.get('needs', '')}")
+    print("\nrun one with: qexp paper=NAME   (then: qexp report --experiment paper_NAME)")
     return 0
 
 

@@ -107,7 +107,13 @@ def compare(df: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
             }
         )
     table = pd.DataFrame(out)
+    ran = df[df["status"] == "FINISHED"] if len(done) else df
     table.attrs.update(
+        ran_on=", ".join(
+            f"{a}={'/'.join(str(v) for v in dict.fromkeys(ran[a].dropna()))}"
+            for a in ("model", "data", "backend")
+            if a in ran and len(ran)
+        ),
         name=paper.get("name", ""),
         title=paper.get("title", ""),
         source=paper.get("source", ""),
@@ -189,6 +195,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         head.append(f"Source: {a['source']}")
     if a.get("needs"):
         head.append(f"Needs: {a['needs']}")
+    if a.get("ran_on"):
+        head.append(f"Ran on: {a['ran_on']}")
     cells = _cells(table)
     if not cells:
         return "\n".join(head + ["", "(the paper config has no cells)"])
@@ -217,8 +225,10 @@ def to_html(table: pd.DataFrame) -> str:
         parts.append(
             f'<p>Source: <a href="{link}">{src}</a></p>' if link else f"<p>Source: {src}</p>"
         )
-    if a.get("needs"):
-        parts.append(f"<p>Needs: {html.escape(str(a['needs']))}</p>")
+    for key in ("needs", "ran_on"):
+        if a.get(key):
+            label = "Needs" if key == "needs" else "Ran on"
+            parts.append(f"<p>{label}: {html.escape(str(a[key]))}</p>")
     cells = _cells(table)
     if cells:
         cols = [c for c in cells[0] if c != "note" or any(r["note"] for r in cells)]

@@ -102,8 +102,9 @@ def pareto(
     ax.set_xlabel(_axis_label(x))
     ax.set_ylabel(_axis_label(y))
     ax.grid(True, alpha=0.3)
+    ax.margins(x=0.12, y=0.15)  # room for the labels of the points at the edges
     if C.higher_is_better(x) is False:
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, float(d[x].max()) * 1.15)
     ax.set_title(title or f"{y} vs {x} ({len(d)} jobs; up and left is better)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
