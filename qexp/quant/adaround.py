@@ -1,0 +1,315 @@
+"""quantizer=adaround: learned weight rounding (Nagel et al. 2020, "Up or Down? Adaptive
+Rounding for Post-Training Quantization"), on top of PTQ's fake-quant model and export.
+
+Per layer, in execution order: ``W_soft = s * clamp(floor(W/s) + h(V), lo, hi)`` with the
+rectified sigmoid ``h(V) = clamp(sigmoid(V) * (zeta - gamma) + gamma, 0, 1)``; V starts where
+``h(V)`` equals the fractional part of ``W/s`` (so the first step is plain nearest-ish rounding)
+and is trained with Adam to minimise the layer's output error on calibration rows (see
+:mod:`qexp.quant.reconstruct`) plus ``lambda * sum(1 - |2h(V) - 1|^beta)``, with beta annealed
+from 20 to 2 after a warm-up without the regulariser (BRECQ's schedule). Then each weight is
+rounded up where V >= 0, baked into the layer, and the next layers see this layer's final
+rounding (groups of ``layers_per_pass`` layers share one collection pass).
+Activations are quantized by the chosen observer, exactly as ``quantizer=ptq`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from qexp.interfaces import Deployable, Detector, EvalData
+from qexp.job import Job, content_hash
+from qexp.progress import track as plain_track
+from qexp.quant import observers
+from qexp.quant.bake import int8_container
+from qexp.quant.calibrate import weights_hash
+from qexp.quant.fakequant import quant_layers
+from qexp.quant.ptq import PTQConfig, calibrate, make_deployable, prepare_model, set_ranges
+from qexp.quant.reconstruct import (
+    Rows,
+    apply_rows,
+    collect,
+    execution_order,
+    follower_activation,
+    plan_passes,
+)
+from qexp.registry import QUANTIZERS
+
+log = logging.getLogger("qexp")
+ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound eq. 23)
+CACHE_VERSION = 1
+
+
+@dataclass
+class AdaRoundConfig(PTQConfig):
+    name: str = "adaround"
+    iters: int = 2000  # Adam steps per layer (papers: 10k-20k on a GPU); 0 = nearest rounding
+    lr: float = 1e-3
+    batch_rows: int = 1024  # rows (output positions) per step
+    rows: int = 16384  # rows sampled per layer over the calibration images
+    reg_weight: float = 0.01  # lambda of the rounding regulariser
+    beta_start: float = 20.0
+    beta_end: float = 2.0
+    warmup: float = 0.2  # fraction of iters without the regulariser
+    images: int | None = None  # calibration images for the rows (None: data.calib.num)
+    layers_per_pass: int = 8  # layers whose rows one forward pass collects
+    max_rows_mb: float = 1024.0  # memory bound of one pass's rows
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
+
+
+class AdaRoundRounding(nn.Module):
+    """The rounding hook of a weight quantizer: ``x -> floor(x) + h(V)`` (soft) or
+    ``floor(x) + [V >= 0]`` (hard, after optimisation)."""
+
+    def __init__(self, w_scaled: torch.Tensor) -> None:
+        super().__init__()
+        rest = (w_scaled - torch.floor(w_scaled)).detach()
+        self.alpha = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))
+        self.hard = False
+
+    def h(self) -> torch.Tensor:
+        return torch.clamp(torch.sigmoid(self.alpha) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = (self.alpha >= 0).to(x.dtype) if self.hard else self.h()
+        return torch.floor(x) + up
+
+    def regularizer(self, beta: float) -> torch.Tensor:
+        return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
+
+
+def beta_at(step: int, iters: int, cfg) -> float | None:
+    """The annealed beta at ``step``; None during the warm-up (no regulariser)."""
+    start = int(cfg.warmup * iters)
+    if step < start:
+        return None
+    frac = (step - start) / max(1, iters - start)
+    return cfg.beta_end + (cfg.beta_start - cfg.beta_end) * max(0.0, 1 - frac)
+
+
+@torch.no_grad()
+def rec_loss(layer: nn.Module, rows: Rows, act: nn.Module, chunk: int = 8192) -> float:
+    """Mean over rows of the squared output error with the layer's current fake-quant weight."""
+    w = layer.weight_quantizer(layer.weight.detach())
+    total = 0.0
+    for i in range(0, rows.x.shape[0], chunk):
+        pred = act(apply_rows(layer, rows.x[i : i + chunk], w))
+        total += float((pred - rows.y[i : i + chunk]).pow(2).sum())
+    return total / rows.x.shape[0]
+
+
+def adaround_layer(layer: nn.Module, rows: Rows, act: nn.Module, cfg, seed: int = 0) -> dict:
+    """Learn the rounding of one layer's weights on ``rows``, then bake it. Returns the
+    reconstruction loss with nearest and with the learned rounding, and the flip rate."""
+    wq = layer.weight_quantizer
+    before = rec_loss(layer, rows, act)
+    s = wq.scale().to(layer.weight.device)
+    s = s.reshape(-1, *([1] * (layer.weight.dim() - 1))) if wq.per_channel else s
+    w = layer.weight.detach()
+    rounder = AdaRoundRounding(w / s).to(w.device)
+    wq.rounding = rounder
+    opt = torch.optim.Adam([rounder.alpha], lr=cfg.lr)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n = rows.x.shape[0]
+    bsz = min(int(cfg.batch_rows), n)
+    for step in range(int(cfg.iters)):
+        b = torch.randint(n, (bsz,), generator=gen).to(rows.x.device)
+        pred = act(apply_rows(layer, rows.x[b], wq(w)))
+        loss = (pred - rows.y[b]).pow(2).sum(1).mean()
+        beta = beta_at(step, int(cfg.iters), cfg)
+        if beta is not None:
+            loss = loss + cfg.reg_weight * rounder.regularizer(beta)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    rounder.hard = True
+    with torch.no_grad():
+        flips = float(
+            ((rounder.alpha >= 0).float() != torch.round(w / s) - torch.floor(w / s)).float().mean()
+        )
+    after = rec_loss(layer, rows, act)
+    layer.bake()  # the learned rounding becomes the weights; export then reproduces it
+    return {"rec_nearest": before, "rec_adaround": after, "flipped": flips}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("quantizer.device=cuda but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def adaround(
+    fmodel: nn.Module,
+    qmodel: nn.Module,
+    images: list,
+    cfg,
+    seed: int = 0,
+    track: Callable = plain_track,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict]:
+    """AdaRound every enabled weight quantizer of ``qmodel`` against ``fmodel``, in place.
+
+    ``images``: calibration inputs (1,3,S,S). Returns per-layer losses in execution order."""
+    layers = {n: m for n, m in quant_layers(qmodel).items() if m.weight_quantizer.enabled}
+    if not layers or int(cfg.iters) <= 0:
+        return {}
+    fmodel.to(device).eval()
+    qmodel.to(device).eval()
+    example = torch.from_numpy(images[0]).float().to(device)
+    order = execution_order(qmodel, list(layers), example)
+    passes = plan_passes(
+        layers, order, int(cfg.rows), int(cfg.layers_per_pass), float(cfg.max_rows_mb)
+    )
+    log.info(
+        "adaround: %d layers, %d passes over %d images, %d iters/layer on %s",
+        len(order), len(passes), len(images), int(cfg.iters), device,
+    )  # fmt: skip
+    report: dict[str, dict] = {}
+    done = 0
+    for group in passes:
+        rows = collect(
+            fmodel, qmodel, group, images, len(images), int(cfg.rows), seed + done, device
+        )
+        for name in track(group, f"adaround: layers {done + 1}-{done + len(group)}/{len(order)}"):
+            r = Rows(rows[name].x.to(device), rows[name].y.to(device))
+            t = time.perf_counter()
+            with torch.enable_grad():
+                report[name] = adaround_layer(
+                    layers[name], r, follower_activation(qmodel, name), cfg, seed
+                )
+            report[name]["seconds"] = round(time.perf_counter() - t, 3)
+            del rows[name]
+        done += len(group)
+    fmodel.cpu()
+    qmodel.cpu()
+    return report
+
+
+def summary(report: dict[str, dict]) -> dict:
+    """Totals of the per-layer report (what the record's info keeps)."""
+    if not report:
+        return {"layers": 0}
+    near = sum(r["rec_nearest"] for r in report.values())
+    ada = sum(r["rec_adaround"] for r in report.values())
+    better = sum(r["rec_adaround"] < r["rec_nearest"] for r in report.values())
+    return {
+        "layers": len(report),
+        "layers_improved": better,
+        "rec_loss_nearest": near,
+        "rec_loss_adaround": ada,
+        "flipped_mean": sum(r["flipped"] for r in report.values()) / len(report),
+    }
+
+
+def _cache_key(fmodel: nn.Module, cfg: DictConfig, quantized: list[str], num: int) -> tuple:
+    q = OmegaConf.to_container(cfg.quantizer, resolve=True)
+    assert isinstance(q, dict)
+    q.pop("device", None)
+    q.pop("export", None)
+    return (
+        "adaround", CACHE_VERSION, weights_hash(fmodel), int(cfg.model.imgsz),
+        OmegaConf.to_container(cfg.data.calib, resolve=True), num,
+        OmegaConf.to_container(cfg.observer, resolve=True), q, quantized, int(cfg.seed),
+    )  # fmt: skip
+
+
+def _load_cached(directory, qmodel: nn.Module) -> dict | None:
+    state, rep = directory / "weights.pt", directory / "report.json"
+    if not (state.exists() and rep.exists()):
+        return None
+    try:
+        weights = torch.load(state, map_location="cpu", weights_only=True)
+        layers = quant_layers(qmodel)
+        with torch.no_grad():
+            for name, w in weights.items():
+                layers[name].weight.copy_(w)
+        return json.loads(rep.read_text())
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        log.warning("adaround cache %s unreadable (%s); recomputing", directory, e)
+        return None
+
+
+def _save_cached(directory, qmodel: nn.Module, report: dict) -> None:
+    weights = {n: m.weight.detach().cpu() for n, m in quant_layers(qmodel).items() if n in report}
+    torch.save(weights, directory / "weights.pt.tmp")
+    (directory / "weights.pt.tmp").replace(directory / "weights.pt")
+    (directory / "report.json").write_text(json.dumps(report, indent=1))  # written last: complete
+
+
+@QUANTIZERS.register("adaround", schema=AdaRoundConfig)
+class AdaRound:
+    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+
+    def check(self, cfg: DictConfig) -> str | None:
+        q = cfg.quantizer
+        if q.precision != "int8":
+            return (
+                f"quantizer=adaround makes INT8 models; precision={q.precision} is quantizer=none"
+            )
+        if q.impl != "native":
+            return f"quantizer.impl={q.impl}: adaround runs on the native fake-quant layers only"
+        if q.export not in ("qdq", "dynamic_range"):
+            return f"quantizer.export={q.export}: adaround exports qdq or dynamic_range"
+        if q.export == "dynamic_range" and int(q.w_bits) != 8:
+            return "export=dynamic_range carries activation ranges only: w_bits must be 8"
+        if int(q.iters) < 0 or int(q.batch_rows) < 1 or int(q.rows) < 1:
+            return "quantizer.iters must be >= 0, quantizer.rows and batch_rows >= 1"
+        if not 0 <= float(q.warmup) < 1:
+            return f"quantizer.warmup={q.warmup}: a fraction in [0, 1)"
+        if not observers.get(cfg.observer.weight).weights:
+            return f"observer.weight={cfg.observer.weight} calibrates activations only"
+        return None
+
+    def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
+        from qexp.quant.sensitivity import ignore_patterns
+
+        cfg, q = job.cfg, job.cfg.quantizer
+        t0 = time.perf_counter()
+        imgsz = int(cfg.model.imgsz)
+        patterns = ignore_patterns(job, detector, data)
+        fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, bool(q.fold_bn))
+        num = OmegaConf.select(cfg, "data.calib.num")
+        stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
+        amax = set_ranges(qmodel, plan, stats, cfg.observer)
+        n_img = int(q.images if q.images is not None else (num or 128))
+        directory = job.cache("adaround", *_cache_key(fmodel, cfg, plan.quantized, n_img))
+        report = _load_cached(directory, qmodel)
+        t = time.perf_counter()
+        if report is None:
+            images = data.calibration(imgsz, n_img)
+            report = adaround(
+                fmodel, qmodel, images, q, int(cfg.seed), job.track, pick_device(str(q.device))
+            )
+            _save_cached(directory, qmodel, report)
+            job.log_metrics({"adaround_s": time.perf_counter() - t})
+        else:
+            log.info("adaround: rounding loaded from the cache %s", directory)
+        for layer in quant_layers(qmodel).values():
+            layer.weight_quantizer.rounding = None  # a cached model: weights already baked
+        low = int8_container(qmodel)
+        qmodel.eval()
+        rep_path = job.path("adaround_layers.json")
+        rep_path.write_text(json.dumps(report, indent=1))
+        job.add_artifact("adaround_layers", rep_path)
+        job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
+        info = {
+            **plan.info(),
+            "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
+            "calib_cache": "hit" if hit else "miss",
+            "calib_images": num,
+            "act_amax": {k: round(v, 6) for k, v in amax.items()},
+            "adaround": {**summary(report), "images": n_img, "cache": str(directory)},
+            "int8_container_layers": len(low),
+        }
+        log.info("adaround: %s", info["adaround"])
+        tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
+        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))

@@ -1,0 +1,282 @@
+"""quantizer=qat: fine-tune the fake-quant model from its PTQ initialisation.
+
+Start: PTQ with the job's observer (same prepare -> calibrate -> set ranges as
+``quantizer=ptq``). Then train with the straight-through estimator on the calibration split's
+labelled images (coco128 by default, disjoint from the eval images): the ultralytics detection
+loss, distillation from the float model, or both; optionally learnable scales (LSQ).
+
+BatchNorm: folded into the convolutions before fine-tuning (as for PTQ and as TensorRT
+deploys), so QAT trains the folded weights and biases directly; there are no batch statistics
+to update or freeze, and the graph trained is the graph exported. The model otherwise runs in
+eval mode (the head decodes as at inference); only the quantizers are in training mode, which
+switches the learnable scales to their LSQ gradient path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from qexp.interfaces import Deployable, Detector, EvalData
+from qexp.job import Job, content_hash
+from qexp.progress import track as plain_track
+from qexp.quant import lsq, observers
+from qexp.quant.adaround import pick_device
+from qexp.quant.bake import int8_container
+from qexp.quant.calibrate import weights_hash
+from qexp.quant.det_loss import DetectionLoss, head_outputs, logit_distill, raw_distill
+from qexp.quant.fakequant import ActQuantizer, WeightQuantizer
+from qexp.quant.ignore import head_name
+from qexp.quant.ptq import PTQConfig, calibrate, make_deployable, prepare_model, set_ranges
+from qexp.registry import QUANTIZERS
+
+log = logging.getLogger("qexp")
+LOSSES = ("det", "distill", "det+distill")
+
+
+@dataclass
+class QATConfig(PTQConfig):
+    name: str = "qat"
+    epochs: int = 3
+    lr: float = 1e-4  # weights and biases (Adam)
+    scale_lr: float = 1e-4  # learnable amax (LSQ)
+    batch: int = 8
+    weight_decay: float = 0.0
+    learn_scales: bool = True  # LSQ-style trainable scales; False: scales stay as PTQ set them
+    loss: str = "det+distill"  # det (labels) | distill (float teacher) | det+distill
+    distill_weight: float = 1.0
+    images: int | None = None  # training images from data.calib (None: data.calib.num)
+    hflip: bool = True  # random horizontal flips (labels flipped alike)
+    grad_clip: float = 10.0
+    bn: str = "fold"  # the only mode: BN folded before training (module docstring)
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
+
+
+def _quantizers_train(model: nn.Module, on: bool) -> None:
+    """Eval everywhere, except the quantizers when ``on`` (see the module docstring)."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, (ActQuantizer, WeightQuantizer)):
+            m.train(on)
+
+
+def _set_export(model: nn.Module, export: bool) -> bool | None:
+    """Set an ultralytics head's ``export`` flag (False: forward also returns the logits)."""
+    name = head_name(model)
+    head = model.get_submodule(name) if name else None
+    if head is None or not hasattr(head, "export"):
+        return None
+    old = bool(head.export)
+    head.export = export
+    return old
+
+
+def _flip(x: torch.Tensor, labels: list[np.ndarray], mask: np.ndarray):
+    x = x.clone()
+    out = []
+    for i, lab in enumerate(labels):
+        lab = lab.copy()
+        if mask[i]:
+            x[i] = x[i].flip(-1)
+            lab[:, 1] = 1.0 - lab[:, 1]
+        out.append(lab)
+    return x, out
+
+
+class Trainer:
+    """The fine-tuning loop (one object so tests can run a few steps and read the losses)."""
+
+    def __init__(self, qmodel, fmodel, cfg, num_classes: int, family: str, device) -> None:
+        self.q, self.f, self.cfg, self.nc, self.device = qmodel, fmodel, cfg, num_classes, device
+        self.use_det = cfg.loss in ("det", "det+distill")
+        self.use_kd = cfg.loss in ("distill", "det+distill")
+        self.logits = family == "ultralytics" and head_name(qmodel) is not None
+        if self.logits:
+            _set_export(qmodel, False)
+            _set_export(fmodel, False)
+        self.det = DetectionLoss(qmodel) if self.use_det else None
+        if cfg.learn_scales:
+            lsq.make_learnable(qmodel)
+        scales = lsq.scale_parameters(qmodel)
+        ids = {id(p) for p in scales}
+        weights = [p for p in qmodel.parameters() if id(p) not in ids and p.requires_grad]
+        groups = [{"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+        if scales:
+            groups.append({"params": scales, "lr": cfg.scale_lr, "weight_decay": 0.0})
+        self.opt = torch.optim.AdamW(groups)
+        head = qmodel.get_submodule(head_name(qmodel)) if self.logits else None
+        self.reg_max = int(getattr(head, "reg_max", 16))
+        self.history: list[dict[str, float]] = []
+
+    def loss(self, x: torch.Tensor, labels: list[np.ndarray]) -> tuple[torch.Tensor, dict]:
+        out = self.q(x)
+        total = torch.zeros((), device=x.device)
+        parts = {}
+        if self.det is not None:
+            det = self.det(head_outputs(out), labels)
+            total, parts["det"] = total + det, float(det)
+        if self.use_kd:
+            with torch.no_grad():
+                t = self.f(x)
+            if self.logits:
+                kd = logit_distill(head_outputs(out), head_outputs(t), self.reg_max)
+            else:
+                kd = raw_distill(_raw(out), _raw(t), self.nc)
+            total, parts["distill"] = total + self.cfg.distill_weight * kd, float(kd)
+        parts["loss"] = float(total)
+        return total, parts
+
+    def step(self, x: torch.Tensor, labels: list[np.ndarray]) -> dict:
+        _quantizers_train(self.q, True)
+        self.f.eval()
+        loss, parts = self.loss(x, labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.q.parameters(), float(self.cfg.grad_clip))
+        self.opt.step()
+        lsq.freeze(self.q)
+        self.history.append(parts)
+        return parts
+
+    def finish(self) -> None:
+        _quantizers_train(self.q, False)
+        if self.logits:
+            _set_export(self.q, True)
+            _set_export(self.f, True)
+        for p in self.q.parameters():
+            p.requires_grad_(False)
+
+
+def _raw(output):
+    while isinstance(output, (tuple, list)):
+        output = output[0]
+    return output
+
+
+def train(
+    trainer: Trainer,
+    samples: list[tuple[np.ndarray, np.ndarray]],
+    epochs: int,
+    batch: int,
+    hflip: bool,
+    seed: int = 0,
+    track: Callable = plain_track,
+) -> list[dict]:
+    """``epochs`` passes over ``samples`` ((1,3,S,S) image, (n,5) labels). Returns per-epoch
+    mean losses."""
+    rng = np.random.default_rng(seed)
+    per_epoch = math.ceil(len(samples) / batch)
+    steps = [(e, i) for e in range(epochs) for i in range(per_epoch)]
+    order = None
+    epochs_out: list[dict] = []
+    acc: list[dict] = []
+    for e, i in track(steps, "qat: training", total=len(steps)):
+        if i == 0:
+            order = rng.permutation(len(samples))
+        assert order is not None
+        idx = order[i * batch : (i + 1) * batch]
+        x = torch.from_numpy(np.concatenate([samples[j][0] for j in idx])).to(trainer.device)
+        labels = [samples[j][1] for j in idx]
+        if hflip:
+            x, labels = _flip(x, labels, rng.random(len(idx)) < 0.5)
+        acc.append(trainer.step(x, labels))
+        if i == per_epoch - 1:
+            mean = {k: float(np.mean([a[k] for a in acc if k in a])) for k in acc[0]}
+            epochs_out.append({"epoch": e, **mean})
+            log.info(
+                "qat: epoch %d/%d %s", e + 1, epochs, {k: round(v, 4) for k, v in mean.items()}
+            )
+            acc = []
+    return epochs_out
+
+
+@QUANTIZERS.register("qat", schema=QATConfig)
+class QAT:
+    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+
+    def check(self, cfg: DictConfig) -> str | None:
+        q = cfg.quantizer
+        if q.precision != "int8":
+            return f"quantizer=qat makes INT8 models; precision={q.precision} is quantizer=none"
+        if q.impl != "native":
+            return f"quantizer.impl={q.impl}: qat runs on the native fake-quant layers only"
+        if q.export not in ("qdq", "dynamic_range"):
+            return f"quantizer.export={q.export}: qat exports qdq or dynamic_range"
+        if q.export == "dynamic_range" and (int(q.w_bits) != 8 or int(q.a_bits) != 8):
+            return "export=dynamic_range is TensorRT's implicit INT8: w_bits and a_bits must be 8"
+        if q.loss not in LOSSES:
+            return f"quantizer.loss={q.loss}: one of {', '.join(LOSSES)}"
+        if q.loss != "distill" and cfg.model.family != "ultralytics":
+            return (
+                f"quantizer.loss={q.loss} uses the ultralytics detection loss; model.family="
+                f"{cfg.model.family} supports quantizer.loss=distill"
+            )
+        if q.loss != "distill" and not OmegaConf.select(cfg, "data.calib.labels"):
+            return "quantizer.loss with det needs labelled training images: set data.calib.labels"
+        if q.bn != "fold":
+            return f"quantizer.bn={q.bn}: QAT trains BN-folded layers (bn=fold) only"
+        if int(q.epochs) < 1 or int(q.batch) < 1:
+            return "quantizer.epochs and quantizer.batch must be >= 1"
+        if not observers.get(cfg.observer.weight).weights:
+            return f"observer.weight={cfg.observer.weight} calibrates activations only"
+        return None
+
+    def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
+        from qexp.quant.sensitivity import ignore_patterns
+
+        cfg, q = job.cfg, job.cfg.quantizer
+        t0 = time.perf_counter()
+        imgsz = int(cfg.model.imgsz)
+        patterns = ignore_patterns(job, detector, data)
+        fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, bool(q.fold_bn))
+        num = OmegaConf.select(cfg, "data.calib.num")
+        stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
+        set_ranges(qmodel, plan, stats, cfg.observer)
+        n_img = int(q.images if q.images is not None else (num or 128))
+        samples = list(data.calibration_samples(imgsz, n_img))  # type: ignore[attr-defined]
+        device = pick_device(str(q.device))
+        fmodel.to(device)
+        qmodel.to(device)
+        t = time.perf_counter()
+        family = str(cfg.model.family)
+        trainer = Trainer(qmodel, fmodel, q, int(detector.num_classes), family, device)
+        with torch.enable_grad():
+            epochs = train(
+                trainer, samples, int(q.epochs), int(q.batch), bool(q.hflip), int(cfg.seed),
+                job.track,
+            )  # fmt: skip
+        trainer.finish()
+        low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
+        qmodel.cpu().eval()
+        fmodel.cpu()
+        job.log_metrics(
+            {
+                "calib_s": calib_s,
+                "qat_s": time.perf_counter() - t,
+                "quantize_s": time.perf_counter() - t0,
+            }
+        )
+        if epochs:
+            job.log_metrics({f"qat_{k}_first": v for k, v in epochs[0].items() if k != "epoch"})
+            job.log_metrics({f"qat_{k}_last": v for k, v in epochs[-1].items() if k != "epoch"})
+        info = {
+            **plan.info(),
+            "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
+            "calib_cache": "hit" if hit else "miss",
+            "qat": {
+                "images": len(samples), "epochs": epochs, "loss": str(q.loss),
+                "learn_scales": bool(q.learn_scales), "bn": "folded before training",
+            },
+            "int8_container_layers": len(low),
+        }  # fmt: skip
+        tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
+        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))

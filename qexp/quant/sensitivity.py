@@ -1,0 +1,249 @@
+"""Per-layer quantization sensitivity, and ``ignore=sensitivity_topk`` (partial quantization).
+
+The model is quantized as ``quantizer=ptq`` does (same observer, bits, residual quantizers);
+then each quantizable layer is, in turn, the only one quantized (mode ``single``) and the only
+one left float (mode ``all_but_one``). Every run is scored on labelled calibration images
+(coco128 by default: never the eval images, so choosing layers does not peek at the test set)
+by four metrics against the float model: mAP50-95, and the output's MSE, cosine similarity and
+SQNR (dB). One forward pass per run serves all four. A layer's *sensitivity* is oriented so
+that larger means "keeping this layer float helps more" (see :func:`scores`).
+
+``ignore=sensitivity_topk ignore.k=N ignore.metric=M`` keeps the top N layers by metric M in
+float. The analysis is cached by content (weights, images, quantization settings), so a
+sweep over k or over quantizers runs it once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from qexp.interfaces import Detector, EvalData
+from qexp.job import Job
+from qexp.progress import track as plain_track
+from qexp.quant.calibrate import weights_hash
+from qexp.quant.fakequant import quant_layers
+from qexp.quant.placement import QuantPlan
+
+log = logging.getLogger("qexp")
+METRICS = ("map", "mse", "cosine", "sqnr")
+MODES = ("single", "all_but_one")
+DEFAULT_IMAGES = 32
+DEFAULT_MODE = "single"
+CACHE_VERSION = 1
+
+
+def units(qmodel: nn.Module, plan: QuantPlan) -> dict[str, list[nn.Module]]:
+    """Layer -> the quantizers that make it quantized: its input and weight quantizers, and the
+    residual quantizer that shares its input (it exists only when the layer is quantized)."""
+    out = {n: [m.input_quantizer, m.weight_quantizer] for n, m in quant_layers(qmodel).items()}
+    for block, first in plan.residual.items():
+        out[first].append(qmodel.get_submodule(block).residual_quantizer)
+    return out
+
+
+def set_quantized(u: dict[str, list[nn.Module]], on: set[str]) -> None:
+    for name, quantizers in u.items():
+        for q in quantizers:
+            q.enabled = name in on
+
+
+@torch.no_grad()
+def raw_outputs(model: nn.Module, images: Sequence[np.ndarray], detector: Detector) -> np.ndarray:
+    """The raw outputs of ``images`` (each (1,3,S,S)), stacked on the batch axis."""
+    model.eval()
+    outs = [detector.raw(model(torch.from_numpy(im))).float().numpy() for im in images]
+    return np.concatenate(outs)
+
+
+def output_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """MSE over every output value; cosine similarity and SQNR (dB) per image, averaged (a
+    global SQNR would only restate the MSE: same reference, same ranking)."""
+    r = ref.astype(np.float64).reshape(len(ref), -1)
+    o = out.astype(np.float64).reshape(len(out), -1)
+    err = ((o - r) ** 2).sum(1)
+    cos = (r * o).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1) + 1e-30)
+    sqnr = 10 * np.log10((r**2).sum(1) / np.maximum(err, 1e-30))
+    return {
+        "mse": float(err.sum() / r.size),
+        "cosine": float(cos.mean()),
+        "sqnr": float(np.minimum(sqnr, 200.0).mean()),
+    }
+
+
+def map_letterboxed(
+    raw: np.ndarray, labels: Sequence[np.ndarray], detector: Detector, imgsz: int
+) -> float:
+    """mAP50-95 of raw outputs against YOLO labels, both in the letterboxed S x S frame."""
+    from qexp.eval.coco_metrics import coco_map
+
+    images, anns, dets = [], [], []
+    for i, (lab, d) in enumerate(zip(labels, detector.decode(raw), strict=True), start=1):
+        images.append({"id": i, "width": imgsz, "height": imgsz, "file_name": f"{i}.jpg"})
+        for c, cx, cy, w, h in np.asarray(lab, np.float64).reshape(-1, 5):
+            box = [(cx - w / 2) * imgsz, (cy - h / 2) * imgsz, w * imgsz, h * imgsz]
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i, "category_id": int(c) + 1, "bbox": box,
+                 "area": box[2] * box[3], "iscrowd": 0}
+            )  # fmt: skip
+        for x1, y1, x2, y2, conf, c in np.asarray(d, np.float64).reshape(-1, 6):
+            dets.append(
+                {"image_id": i, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                 "score": conf}
+            )  # fmt: skip
+    cats = [{"id": c + 1, "name": str(c)} for c in range(int(detector.num_classes))]
+    gt = {"images": images, "annotations": anns, "categories": cats}
+    return coco_map(gt, dets)["map50_95"]
+
+
+def _score_run(raw, ref, labels, detector, imgsz) -> dict[str, float]:
+    return {"map": map_letterboxed(raw, labels, detector, imgsz), **output_metrics(ref, raw)}
+
+
+def analyze(
+    fmodel: nn.Module,
+    qmodel: nn.Module,
+    plan: QuantPlan,
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    detector: Detector,
+    imgsz: int,
+    modes: Sequence[str] = MODES,
+    track: Callable = plain_track,
+) -> dict:
+    """Score every layer in every mode. ``qmodel`` must have its ranges set; it is left with
+    every layer quantized."""
+    images = [s[0] for s in samples]
+    labels = [s[1] for s in samples]
+    u = units(qmodel, plan)
+    names = list(u)
+    ref = raw_outputs(fmodel, images, detector)
+    set_quantized(u, set(names))
+    full = raw_outputs(qmodel, images, detector)
+    reference = {
+        "float": {"map": map_letterboxed(ref, labels, detector, imgsz)},
+        "quantized": _score_run(full, ref, labels, detector, imgsz),
+    }
+    rows = []
+    runs = [(mode, n) for mode in modes for n in names]
+    for mode, name in track(runs, "sensitivity", total=len(runs)):
+        set_quantized(u, {name} if mode == "single" else set(names) - {name})
+        raw = raw_outputs(qmodel, images, detector)
+        rows.append({"layer": name, "mode": mode, **_score_run(raw, ref, labels, detector, imgsz)})
+    set_quantized(u, set(names))
+    return {"layers": names, "reference": reference, "rows": rows, "images": len(images)}
+
+
+def scores(result: dict, mode: str, metric: str) -> dict[str, float]:
+    """Layer -> sensitivity (larger: keeping the layer float helps more).
+
+    single: the damage quantizing the layer alone does (mAP lost, MSE, 1 - cosine, -SQNR);
+    all_but_one: what leaving it float recovers from full quantization (mAP gained, MSE
+    removed, cosine gained, SQNR gained)."""
+    if mode not in MODES or metric not in METRICS:
+        raise ValueError(f"sensitivity mode {mode!r} / metric {metric!r}: {MODES} x {METRICS}")
+    ref = result["reference"]
+    out = {}
+    for r in result["rows"]:
+        if r["mode"] != mode:
+            continue
+        v = r[metric]
+        if mode == "single":
+            s = {"map": ref["float"]["map"] - v, "mse": v, "cosine": 1 - v, "sqnr": -v}[metric]
+        else:
+            q = ref["quantized"][metric]
+            s = {"map": v - q, "mse": q - v, "cosine": v - q, "sqnr": v - q}[metric]
+        out[r["layer"]] = float(s)
+    if not out:
+        raise ValueError(f"the sensitivity analysis has no {mode!r} rows")
+    return out
+
+
+def ranking(result: dict, mode: str, metric: str) -> list[str]:
+    """Layers, most sensitive first (ties keep execution order)."""
+    s = scores(result, mode, metric)
+    order = {n: i for i, n in enumerate(result["layers"])}
+    return sorted(s, key=lambda n: (-s[n], order[n]))
+
+
+def ignore_settings(cfg) -> tuple[int, str, str, int]:
+    """(k, metric, mode, images) of ``cfg.ignore`` (mode/images: defaults where the schema has no
+    such field)."""
+    ig = cfg.ignore
+    k, metric = int(ig.k), str(ig.metric)
+    mode = str(OmegaConf.select(cfg, "ignore.mode", default=DEFAULT_MODE))
+    images = int(OmegaConf.select(cfg, "ignore.images", default=DEFAULT_IMAGES))
+    if k < 0:
+        raise ValueError(f"ignore.k={k}: the number of layers kept float must be >= 0")
+    if metric not in METRICS:
+        raise ValueError(f"ignore.metric={metric!r}: one of {', '.join(METRICS)}")
+    if mode not in MODES:
+        raise ValueError(f"ignore.mode={mode!r}: one of {', '.join(MODES)}")
+    return k, metric, mode, images
+
+
+def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -> tuple[dict, str]:
+    """The analysis for this job's model, data and quantization settings (computed once)."""
+    from qexp.quant.ptq import calibrate, prepare_model, set_ranges
+    from qexp.quant.sensitivity_report import write_artifacts
+
+    cfg = job.cfg
+    q, imgsz = cfg.quantizer, int(cfg.model.imgsz)
+    fold = bool(OmegaConf.select(cfg, "quantizer.fold_bn", default=True))
+    fmodel, qmodel, plan = prepare_model(detector.module, [], q, fold)
+    qkey = {
+        k: OmegaConf.select(cfg, f"quantizer.{k}", default=None)
+        for k in ("w_bits", "a_bits", "per_channel", "residual", "fold_bn")
+    }
+    key = (
+        "sensitivity", CACHE_VERSION, weights_hash(fmodel), imgsz,
+        OmegaConf.to_container(cfg.data.calib, resolve=True), images, qkey,
+        OmegaConf.to_container(cfg.observer, resolve=True),
+    )  # fmt: skip
+    directory = job.cache("sensitivity", *key)
+    path = directory / "sensitivity.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text()), str(directory)
+        except (OSError, ValueError) as e:
+            log.warning("sensitivity cache %s unreadable (%s); recomputing", path, e)
+    num = OmegaConf.select(cfg, "data.calib.num")
+    stats, _, _ = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
+    set_ranges(qmodel, plan, stats, cfg.observer)
+    samples = list(data.calibration_samples(imgsz, images))  # type: ignore[attr-defined]
+    t = time.perf_counter()
+    result = analyze(fmodel, qmodel, plan, samples, detector, imgsz, MODES, job.track)
+    result["seconds"] = time.perf_counter() - t
+    write_artifacts(result, directory)
+    tmp = directory / "sensitivity.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)  # last: its presence marks a complete entry
+    return result, str(directory)
+
+
+def ignore_patterns(job: Job, detector: Detector, data: EvalData) -> list[str]:
+    """The ignore patterns of this job: ``ignore.patterns``, plus, for
+    ``ignore=sensitivity_topk``, the top ``ignore.k`` layers by ``ignore.metric``."""
+    cfg = job.cfg
+    patterns = [str(p) for p in cfg.ignore.patterns]
+    if str(cfg.ignore.name) != "sensitivity_topk":
+        return patterns
+    from qexp.quant.sensitivity_report import ARTIFACTS
+
+    k, metric, mode, images = ignore_settings(cfg)
+    result, directory = cached_analysis(job, detector, data, images)
+    top = ranking(result, mode, metric)[:k]
+    job.info["sensitivity_topk"] = {
+        "k": k, "metric": metric, "mode": mode, "images": result["images"], "layers": top,
+        "cache": directory,
+    }  # fmt: skip
+    for name, file in ARTIFACTS.items():
+        job.add_artifact(f"sensitivity_{name}", f"{directory}/{file}", copy=True)
+    log.info("sensitivity_topk: keeping %d layers float by %s (%s): %s", k, metric, mode, top)
+    return patterns + [p for p in top if p not in patterns]
