@@ -23,7 +23,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target "$S/py312" 
 tar -xf bundle/assets.tar -C assets
 rm -rf bundle trt.tar.xz
 cudart=$(ldconfig -p | awk '/libcudart\.so /{print $NF; exit}')
-[ -n "$cudart" ] || cudart=$(python3 -c 'import glob,nvidia,os;print(sorted(glob.glob(os.path.join(os.path.dirname(nvidia.__path__[0]),"nvidia","cu*","lib","libcudart.so*")))[0])' 2>/dev/null || true)
+# else the CUDA runtime that PyTorch's pip packages bring (nvidia/cu13/lib or nvidia/cuda_runtime/lib)
+[ -n "$cudart" ] || cudart=$(python3 -c 'import glob,nvidia,os;d=list(nvidia.__path__)[0];print(sorted(glob.glob(d+"/cu*/lib/libcudart.so*")+glob.glob(d+"/cuda_runtime/lib/libcudart.so*"))[0])' 2>/dev/null || true)
 cat > "$S/env.sh" <<ENV
 export TRT_PYTHON=$prefix/bin/python3.10
 export TRT_PYTHONPATH=$S/site
