@@ -152,3 +152,23 @@ def test_calibration_labels_follow_the_letterbox(assets):
         assert (xyxy[:, 0] * s >= cols[0] - 1).all() and (xyxy[:, 2] * s <= cols[-1] + 2).all()
         n += len(lab)
     assert n > 0
+
+
+def test_ultralytics_data_yaml(tmp_path, assets):
+    yaml = tmp_path / "c128.yaml"
+    names = "".join(f"  {i}: c{i}\n" for i in range(80))
+    yaml.write_text(
+        f"path: {assets / 'coco128'}\ntrain: images/train2017\nval: images/train2017\nnames:\n{names}"
+    )
+    data = load_eval_data({"name": "c128", "format": "yolo", "yaml": str(yaml), "max_images": 6})
+    assert len(data) == 6 and data.num_classes == 80
+    assert all(it.label_file and it.label_file.parent.name == "train2017" for it in data.items)
+    gt, _ = data.ground_truth(80)
+    assert len(gt["annotations"]) > 0
+
+
+def test_ultralytics_dataset_name_offline_says_so(monkeypatch):
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.delenv("QEXP_ONLINE", raising=False)
+    with pytest.raises(FileNotFoundError, match="(?s)coco8.yaml.*QEXP_ONLINE=1"):
+        load_eval_data({"name": "coco8", "format": "yolo", "yaml": "coco8.yaml"})
