@@ -59,7 +59,7 @@ class AdaRoundConfig(PTQConfig):
     beta_end: float = 2.0
     warmup: float = 0.2  # fraction of iters without the regulariser
     images: int | None = None  # calibration images for the rows (None: data.calib.num)
-    layers_per_pass: int = 8  # layers whose rows one forward pass collects
+    layers_per_pass: int = 16  # layers whose rows one forward pass collects
     max_rows_mb: float = 1024.0  # memory bound of one pass's rows
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
 
