@@ -16,9 +16,10 @@ common=(model=yolov8n data=coco_val backend=tensorrt tracking=none
         experiment_name=tensorrt_yolov8n "paths.output_dir=$out" ${EXTRA:-})
 sweeps=(
   "quantizer=none,fp16"
-  "quantizer=trt_builtin calibrator=minmax,entropy2"
   "quantizer=ptq observer=minmax,entropy quantizer.export=qdq,dynamic_range"
+  "quantizer=trt_builtin calibrator=minmax,entropy2"
 )
+finished() { find "$out" -name result.json -exec grep -l '"status": "FINISHED"' {} + 2>/dev/null | wc -l; }
 for s in "${sweeps[@]}"; do
   left=$(( deadline - $(date +%s) ))
   if [ "$left" -lt 30 ]; then echo "time budget spent; re-run to resume"; break; fi
@@ -26,6 +27,11 @@ for s in "${sweeps[@]}"; do
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=20 "$left" python3 -m qexp.cli -m "${common[@]}" $s 2>&1 |
     grep -v -E ': [0-9]+/[0-9]+ \(' | tail -n 40
+  if [ "$(finished)" -eq 0 ]; then  # nothing works: stop here and show why, not 8 more times
+    echo "no job FINISHED; first error:"
+    find "$out" -name result.json -exec grep -h -A40 '"error"' {} + | head -60
+    exit 3
+  fi
 done
 python3 - "$out" <<'PY'
 import json, sys
