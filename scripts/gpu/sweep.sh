@@ -29,7 +29,7 @@ for s in "${sweeps[@]}"; do
     grep -v -E ': [0-9]+/[0-9]+ \(' | tail -n 40
   if [ "$(finished)" -eq 0 ]; then  # nothing works: stop here and show why, not 8 more times
     echo "no job FINISHED; first error:"
-    find "$out" -name result.json -exec grep -h -A40 '"error"' {} + | head -60
+    find "$out" -name result.json -exec grep -h -E -A40 '"(error|reason)": "' {} + | head -60
     exit 3
   fi
 done
