@@ -91,6 +91,15 @@ def count(out: Path, uri: str, experiment: str, sweep_dir: Path) -> dict:
             else:
                 wrong.append((r.job_dir, k, v, got))
     ends = sorted(run.info.end_time / 1000 for run in jobs.values() if run.info.end_time)
+    # one job's wall in its worker: Hydra writes <job>/.hydra/ just before calling qexp's task,
+    # and the MLflow run's end time is the last thing the job does
+    job_wall = []
+    for r in recs:
+        run = jobs.get(r.record_id)
+        hydra_dir = Path(r.job_dir) / ".hydra"
+        if run is not None and run.info.end_time and hydra_dir.is_dir():
+            t0 = min(q.stat().st_mtime for q in hydra_dir.iterdir())
+            job_wall.append(run.info.end_time / 1000 - t0)
     track_s = [
         (run.info.end_time - run.info.start_time) / 1000
         for run in jobs.values()
@@ -109,6 +118,7 @@ def count(out: Path, uri: str, experiment: str, sweep_dir: Path) -> dict:
         "duration_s": [r.duration_s for r in recs],
         "track_s": track_s,
         "run_ends": ends,
+        "job_wall_s": job_wall,
     }
 
 
@@ -162,6 +172,7 @@ def main() -> int:
         if len(ends) > 2 * a.workers
         else float("nan")
     )
+    job_wall = statistics.fmean(c["job_wall_s"]) if c["job_wall_s"] else float("nan")
     result = {
         "jobs": a.jobs,
         "workers": a.workers,
@@ -177,6 +188,8 @@ def main() -> int:
         "work_s_median": round(statistics.median(c["work_s"]), 3) if c["work_s"] else 0.0,
         "overhead_in_runner_s": round(dur - work, 3),
         "overhead_tracking_s": round(track, 3),
+        "job_wall_s_mean": round(job_wall, 3),
+        "overhead_in_job_s": round(job_wall - work, 3),
         "overhead_launcher_and_rest_s": round(per_job_wall - dur - track, 3),
         "overhead_per_job_s": round(per_job_wall - work, 3),
         "steady_worker_s_per_job": round(steady, 3),
@@ -196,8 +209,14 @@ def main() -> int:
         f"with {a.workers} workers on {os.cpu_count()} CPUs"
     )
     print(
+        f"one job in its worker: {job_wall:.3f}s wall, of which qexp's overhead "
+        f"{job_wall - work:.3f}s (Hydra job set-up {job_wall - dur - track:.3f}s, runner "
+        f"{dur - work:.3f}s, tracking {track:.3f}s)"
+    )
+    print(
         f"steady state (start-up excluded): {steady:.3f} worker-s per job, "
-        f"overhead {steady - work:.3f}s per job"
+        f"overhead {steady - work:.3f}s per job (incl. dispatch between jobs "
+        f"{steady - job_wall:.3f}s)"
     )
     if c["missing_runs"] or c["wrong_metrics"]:
         print(f"MISSING runs: {c['missing_runs'][:10]}; bad metrics: {c['wrong_metrics'][:10]}")
