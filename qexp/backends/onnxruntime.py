@@ -15,6 +15,7 @@ from qexp.backends.export_cache import cached_export
 from qexp.backends.latency import fixed_batch, latency_metrics, measure
 from qexp.config.schema import BackendConfig
 from qexp.eval import evaluate
+from qexp.models.detector import torch_predict
 from qexp.registry import BACKENDS
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class OrtBackend:
         reference = None
         if b.align and deploy.route in ("float", "qdq"):
             # float: torch fp32 vs ONNX fp32; qdq: the fake-quant module vs its Q/DQ export
-            reference = detector.predict_fn(deploy.module)
+            reference = torch_predict(detector, deploy.module)
         res = evaluate(
             ort_predict(sess),
             detector,

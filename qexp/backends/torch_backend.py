@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from qexp.backends.latency import latency_metrics, measure
 from qexp.config.schema import BackendConfig
 from qexp.eval import evaluate
+from qexp.models.detector import torch_predict
 from qexp.registry import BACKENDS
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class TorchBackend:
         rect = bool(cfg.data.get("rect", False))
         detector = deploy.detector
         module = deploy.module.eval()
-        predict = detector.predict_fn(module)
+        predict = torch_predict(detector, module)
         with torch_threads(int(b.threads)):
             res = evaluate(predict, detector, data, imgsz, batch, rect, job, scope="torch")
             job.log_metrics({k: res[k] for k in ("map50_95", "map50", "eval_s")})

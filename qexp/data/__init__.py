@@ -30,7 +30,7 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
     else:
         d = dict(cfg)
     assert isinstance(d, dict)
-    return d
+    return {str(k): v for k, v in d.items()}
 
 
 def _image_ids(images: list[Path]) -> list[int]:

@@ -80,7 +80,7 @@ def yolo_to_coco(
     label_files: list[Path],
 ) -> dict:
     """A COCO dict from YOLO labels. ``images``: (id, file_name, (h, w)) per image."""
-    anns = []
+    anns: list[dict] = []
     for (img_id, _, (h, w)), lab, lf in zip(images, labels, label_files, strict=True):
         if len(lab) and lab[:, 0].max() >= num_classes:
             bad = int(lab[:, 0].max())

@@ -88,26 +88,26 @@ def yaml_source(yaml: str, split: str = "val") -> Source:
         raise FileNotFoundError(f"data yaml not found: {yaml}")
     try:
         data = check_det_dataset(yaml, autodownload=is_online())
-    except (FileNotFoundError, OSError, ConnectionError) as e:
+    except (FileNotFoundError, OSError, ConnectionError) as err:
         hint = "" if is_online() else " (offline: set QEXP_ONLINE=1 to let ultralytics download it)"
-        raise FileNotFoundError(f"data yaml {yaml}: {e}{hint}") from None
+        raise FileNotFoundError(f"data yaml {yaml}: {err}{hint}") from None
     entries = data.get(split)
     if not entries:
         raise ValueError(f"data yaml {yaml} has no {split!r} split")
     files: list[Path] = []
-    for e in entries if isinstance(entries, list) else [entries]:
-        e = Path(e)
-        if e.is_dir():
-            files += list_images(e, f"{yaml} {split}")
-        elif e.suffix == ".txt" and e.is_file():
-            base = e.parent
-            for line in e.read_text().splitlines():
+    for entry in entries if isinstance(entries, list) else [entries]:
+        src = Path(entry)
+        if src.is_dir():
+            files += list_images(src, f"{yaml} {split}")
+        elif src.suffix == ".txt" and src.is_file():
+            base = src.parent
+            for line in src.read_text().splitlines():
                 line = line.strip()
                 if line:
                     q = Path(line)
                     files.append(q if q.is_absolute() else (base / line).resolve())
         else:
-            raise FileNotFoundError(f"data yaml {yaml}: {split} images not found: {e}")
+            raise FileNotFoundError(f"data yaml {yaml}: {split} images not found: {src}")
     files = sorted(files, key=str)
     names = data["names"]
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)

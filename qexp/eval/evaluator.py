@@ -18,8 +18,8 @@ from qexp.progress import track
 
 if TYPE_CHECKING:
     from qexp.data import Batch, EvalDataset
+    from qexp.interfaces import Detector
     from qexp.job import Job
-    from qexp.models.detector import YoloDetector
 
 log = logging.getLogger("qexp")
 
@@ -28,17 +28,19 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def _detections(
-    detector: YoloDetector, raw: np.ndarray, b: Batch, cats: list[int], nms: NMSConfig
+    detector: Detector, raw: np.ndarray, b: Batch, cats: list[int], nms: NMSConfig
 ) -> list[dict]:
     out: list[dict] = []
-    for dets, item, rp in zip(detector.decode(raw, nms), b.items, b.ratio_pad, strict=True):
+    # the Detector protocol's decode takes the raw output alone; pass NMS settings only if asked
+    decoded = detector.decode(raw) if nms is VAL else detector.decode(raw, nms)  # type: ignore[call-arg]
+    for dets, item, rp in zip(decoded, b.items, b.ratio_pad, strict=True):
         out += to_coco_json(dets, item.id, rp, item.hw, cats)
     return out
 
 
 def evaluate(
     predict: Predict,
-    detector: YoloDetector,
+    detector: Detector,
     data: EvalDataset,
     imgsz: int,
     batch: int = 1,

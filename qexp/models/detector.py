@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from qexp.eval.nms import VAL, NMSConfig, non_max_suppression
+from qexp.interfaces import Detector
 from qexp.models.export import export_onnx
 
 
@@ -64,13 +65,19 @@ class YoloDetector:
         self, module: torch.nn.Module | None = None
     ) -> Callable[[np.ndarray], np.ndarray]:
         """numpy batch -> numpy raw output through ``module`` (default: the float module)."""
-        m = self.module if module is None else module
+        return torch_predict(self, self.module if module is None else module)
 
-        def predict(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return self.raw(m(torch.from_numpy(x))).float().numpy()
 
-        return predict
+def torch_predict(
+    detector: Detector, module: torch.nn.Module
+) -> Callable[[np.ndarray], np.ndarray]:
+    """numpy batch -> numpy raw output of ``module`` (any Detector's module or quantized twin)."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return detector.raw(module(torch.from_numpy(x))).float().numpy()
+
+    return predict
 
 
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:

@@ -55,7 +55,7 @@ def load_module(weights: str) -> torch.nn.Module:
 def ultralytics_family(cfg_model: Any, job: Job | None = None) -> YoloDetector:
     """Load an ultralytics detection checkpoint (or yaml) as a :class:`YoloDetector`."""
     weights = str(cfg_get(cfg_model, "weights"))
-    model = load_module(weights)
+    model: Any = load_module(weights)
     names = model.names
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     det = YoloDetector(

@@ -43,7 +43,11 @@ _BLOCKS = {
 class ClassicModel(nn.Module):
     """The classic ``models.yolo.Model`` forward: layers with ``f`` (from) and ``i`` (index)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    model: Any  # nn.Sequential of layers carrying .f / .i
+    save: list[int]
+    names: Any
+
+    def forward(self, x: Any) -> Any:
         y: list[Any] = []
         for m in self.model:
             if m.f != -1:
@@ -59,6 +63,14 @@ class ClassicDetect(nn.Module):
     No in-place writes (unlike the original's ``inplace=True``), so a traced ONNX and a
     fake-quant twin see plain tensor ops.
     """
+
+    nl: int  # detection levels
+    na: int  # anchors per level
+    no: int  # outputs per anchor: 5 + nc
+    nc: int
+    m: Any  # nn.ModuleList of 1x1 output convs
+    anchors: torch.Tensor  # (nl, na, 2) in stride units
+    stride: torch.Tensor
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         z = []
@@ -125,7 +137,7 @@ def load_module(path: str | Path) -> ClassicModel:
     if not isinstance(model, ClassicModel):
         raise TypeError(f"{path}: not a classic YOLOv5 checkpoint (found {type(model).__name__})")
     model = model.float().eval()  # the release stores fp16 weights
-    head = model.model[-1]
+    head: Any = model.model[-1]
     if not isinstance(head, ClassicDetect):
         raise TypeError(f"{path}: last layer is {type(head).__name__}, not the anchor-based Detect")
     head.stride = torch.as_tensor(
@@ -135,7 +147,7 @@ def load_module(path: str | Path) -> ClassicModel:
         if isinstance(m, Conv) and hasattr(m, "bn"):
             m.conv = fuse_conv_and_bn(m.conv, m.bn)  # as classic YOLOv5's attempt_load(fuse=True)
             delattr(m, "bn")
-            m.forward = m.forward_fuse
+            m.forward = m.forward_fuse  # type: ignore[method-assign]
         elif isinstance(m, nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
             m.recompute_scale_factor = None
     return model
@@ -157,7 +169,7 @@ def yolov5_family(cfg_model: Any, job: Job | None = None) -> YoloDetector:
     """Load a classic anchor-based YOLOv5 checkpoint as a :class:`YoloDetector`."""
     weights = str(cfg_get(cfg_model, "weights"))
     model = load_module(resolve_weights(weights, downloadable=False))
-    head = model.model[-1]
+    head: Any = model.model[-1]
     names = getattr(model, "names", None) or [str(i) for i in range(int(head.nc))]
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     return YoloDetector(
