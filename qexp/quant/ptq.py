@@ -199,8 +199,11 @@ def quantize_native(job: Job, detector: Detector, data: EvalData) -> Deployable:
     cfg = job.cfg
     t0 = time.perf_counter()
     imgsz = int(cfg.model.imgsz)
+    from qexp.quant.sensitivity import ignore_patterns  # ignore=sensitivity_topk: ranked layers
+
+    patterns = ignore_patterns(job, detector, data)
     fmodel, qmodel, plan = prepare_model(
-        detector.module, cfg.ignore.patterns, cfg.quantizer, bool(cfg.quantizer.fold_bn)
+        detector.module, patterns, cfg.quantizer, bool(cfg.quantizer.fold_bn)
     )
     num = OmegaConf.select(cfg, "data.calib.num")
     stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
