@@ -78,11 +78,12 @@ def labels_to_batch(
 def logit_distill(
     s: dict[str, torch.Tensor], t: dict[str, torch.Tensor], reg_max: int
 ) -> torch.Tensor:
-    """Distillation on the head's logits: class BCE against the teacher's probabilities, and
-    KL divergence of the box-side distributions (DFL bins), both averaged per anchor."""
-    cls = nn.functional.binary_cross_entropy_with_logits(
-        s["scores"], t["scores"].sigmoid(), reduction="none"
-    ).sum(1)
+    """Distillation on the head's logits, zero when student and teacher agree: the KL
+    divergence of each class's Bernoulli (BCE against the teacher's probabilities minus the
+    teacher's own entropy) and of the box sides' DFL distributions, summed per anchor."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    p = t["scores"].sigmoid()
+    cls = (bce(s["scores"], p, reduction="none") - bce(t["scores"], p, reduction="none")).sum(1)
     b, c, a = s["boxes"].shape
     sl = s["boxes"].view(b, 4, reg_max, a).log_softmax(2)
     tl = t["boxes"].view(b, 4, reg_max, a).log_softmax(2)

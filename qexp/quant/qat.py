@@ -122,7 +122,7 @@ class Trainer:
         parts = {}
         if self.det is not None:
             det = self.det(head_outputs(out), labels)
-            total, parts["det"] = total + det, float(det)
+            total, parts["det"] = total + det, float(det.detach())
         if self.use_kd:
             with torch.no_grad():
                 t = self.f(x)
@@ -130,8 +130,8 @@ class Trainer:
                 kd = logit_distill(head_outputs(out), head_outputs(t), self.reg_max)
             else:
                 kd = raw_distill(_raw(out), _raw(t), self.nc)
-            total, parts["distill"] = total + self.cfg.distill_weight * kd, float(kd)
-        parts["loss"] = float(total)
+            total, parts["distill"] = total + self.cfg.distill_weight * kd, float(kd.detach())
+        parts["loss"] = float(total.detach())
         return total, parts
 
     def step(self, x: torch.Tensor, labels: list[np.ndarray]) -> dict:

@@ -28,6 +28,7 @@ from torch import nn
 from qexp.interfaces import Detector, EvalData
 from qexp.job import Job
 from qexp.progress import track as plain_track
+from qexp.quant import partial_forward
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.fakequant import quant_layers
 from qexp.quant.placement import QuantPlan
@@ -35,7 +36,7 @@ from qexp.quant.placement import QuantPlan
 log = logging.getLogger("qexp")
 METRICS = ("map", "mse", "cosine", "sqnr")
 MODES = ("single", "all_but_one")
-DEFAULT_IMAGES = 32
+DEFAULT_IMAGES = 16
 DEFAULT_MODE = "single"
 CACHE_VERSION = 1
 
@@ -61,6 +62,18 @@ def raw_outputs(model: nn.Module, images: Sequence[np.ndarray], detector: Detect
     model.eval()
     outs = [detector.raw(model(torch.from_numpy(im))).float().numpy() for im in images]
     return np.concatenate(outs)
+
+
+def _resumed(model, images, detector, start: int, caches: list | None) -> tuple[np.ndarray, list]:
+    """Raw outputs, replaying blocks from ``start`` on each image's cached block outputs."""
+    model.eval()
+    raws, outs = [], []
+    for j, im in enumerate(images):
+        cache = caches[j] if caches is not None else None
+        y, blocks_out = partial_forward.run(model, torch.from_numpy(im), start, cache)
+        raws.append(detector.raw(y).float().numpy())
+        outs.append(blocks_out)
+    return np.concatenate(raws), outs
 
 
 def output_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
@@ -123,9 +136,11 @@ def analyze(
     labels = [s[1] for s in samples]
     u = units(qmodel, plan)
     names = list(u)
-    ref = raw_outputs(fmodel, images, detector)
+    # blocks before a layer's own block compute what the reference run computed: resume there
+    ref, float_blocks = _resumed(fmodel, images, detector, 0, None)
     set_quantized(u, set(names))
-    full = raw_outputs(qmodel, images, detector)
+    full, quant_blocks = _resumed(qmodel, images, detector, 0, None)
+    can_resume = float_blocks[0] is not None
     reference = {
         "float": {"map": map_letterboxed(ref, labels, detector, imgsz)},
         "quantized": _score_run(full, ref, labels, detector, imgsz),
@@ -134,7 +149,9 @@ def analyze(
     runs = [(mode, n) for mode in modes for n in names]
     for mode, name in track(runs, "sensitivity", total=len(runs)):
         set_quantized(u, {name} if mode == "single" else set(names) - {name})
-        raw = raw_outputs(qmodel, images, detector)
+        start = partial_forward.block_of(name, qmodel) if can_resume else 0
+        caches = float_blocks if mode == "single" else quant_blocks
+        raw, _ = _resumed(qmodel, images, detector, start, caches if start else None)
         rows.append({"layer": name, "mode": mode, **_score_run(raw, ref, labels, detector, imgsz)})
     set_quantized(u, set(names))
     return {"layers": names, "reference": reference, "rows": rows, "images": len(images)}
