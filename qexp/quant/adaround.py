@@ -27,7 +27,7 @@ from torch import nn
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
-from qexp.quant import observers
+from qexp.quant import model_cache, observers
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.fakequant import quant_layers
@@ -45,6 +45,7 @@ from qexp.registry import QUANTIZERS
 log = logging.getLogger("qexp")
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound eq. 23)
 CACHE_VERSION = 1
+CACHE_FILES = ("weights.pt", "report.json")  # baked weights of the rounded layers; report
 
 
 @dataclass
@@ -211,38 +212,12 @@ def summary(report: dict[str, dict]) -> dict:
 
 
 def _cache_key(fmodel: nn.Module, cfg: DictConfig, quantized: list[str], num: int) -> tuple:
-    q = OmegaConf.to_container(cfg.quantizer, resolve=True)
-    assert isinstance(q, dict)
-    q.pop("device", None)
-    q.pop("export", None)
     return (
         "adaround", CACHE_VERSION, weights_hash(fmodel), int(cfg.model.imgsz),
         OmegaConf.to_container(cfg.data.calib, resolve=True), num,
-        OmegaConf.to_container(cfg.observer, resolve=True), q, quantized, int(cfg.seed),
+        OmegaConf.to_container(cfg.observer, resolve=True), model_cache.quantizer_key(cfg),
+        quantized, int(cfg.seed),
     )  # fmt: skip
-
-
-def _load_cached(directory, qmodel: nn.Module) -> dict | None:
-    state, rep = directory / "weights.pt", directory / "report.json"
-    if not (state.exists() and rep.exists()):
-        return None
-    try:
-        weights = torch.load(state, map_location="cpu", weights_only=True)
-        layers = quant_layers(qmodel)
-        with torch.no_grad():
-            for name, w in weights.items():
-                layers[name].weight.copy_(w)
-        return json.loads(rep.read_text())
-    except (OSError, RuntimeError, KeyError, ValueError) as e:
-        log.warning("adaround cache %s unreadable (%s); recomputing", directory, e)
-        return None
-
-
-def _save_cached(directory, qmodel: nn.Module, report: dict) -> None:
-    weights = {n: m.weight.detach().cpu() for n, m in quant_layers(qmodel).items() if n in report}
-    torch.save(weights, directory / "weights.pt.tmp")
-    (directory / "weights.pt.tmp").replace(directory / "weights.pt")
-    (directory / "report.json").write_text(json.dumps(report, indent=1))  # written last: complete
 
 
 @QUANTIZERS.register("adaround", schema=AdaRoundConfig)
@@ -282,17 +257,23 @@ class AdaRound:
         amax = set_ranges(qmodel, plan, stats, cfg.observer)
         n_img = int(q.images if q.images is not None else (num or 128))
         directory = job.cache("adaround", *_cache_key(fmodel, cfg, plan.quantized, n_img))
-        report = _load_cached(directory, qmodel)
+        cached = model_cache.load(directory, CACHE_FILES)
         t = time.perf_counter()
-        if report is None:
+        if cached is not None:
+            state, report = cached
+            layers = quant_layers(qmodel)
+            with torch.no_grad():
+                for name, w in state.items():
+                    layers[name].weight.copy_(w)
+            log.info("adaround: rounding loaded from the cache %s", directory)
+        else:
             images = data.calibration(imgsz, n_img)
             report = adaround(
                 fmodel, qmodel, images, q, int(cfg.seed), job.track, pick_device(str(q.device))
             )
-            _save_cached(directory, qmodel, report)
+            baked = {n: m.weight for n, m in quant_layers(qmodel).items() if n in report}
+            model_cache.save(directory, baked, report, CACHE_FILES)
             job.log_metrics({"adaround_s": time.perf_counter() - t})
-        else:
-            log.info("adaround: rounding loaded from the cache %s", directory)
         for layer in quant_layers(qmodel).values():
             layer.weight_quantizer.rounding = None  # a cached model: weights already baked
         low = int8_container(qmodel)

@@ -28,7 +28,7 @@ from torch import nn
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
-from qexp.quant import lsq, observers
+from qexp.quant import lsq, model_cache, observers
 from qexp.quant.adaround import pick_device
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
@@ -40,6 +40,7 @@ from qexp.registry import QUANTIZERS
 
 log = logging.getLogger("qexp")
 LOSSES = ("det", "distill", "det+distill")
+CACHE_VERSION = 1
 
 
 @dataclass
@@ -242,29 +243,29 @@ class QAT:
         stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
         set_ranges(qmodel, plan, stats, cfg.observer)
         n_img = int(q.images if q.images is not None else (num or 128))
-        samples = list(data.calibration_samples(imgsz, n_img))  # type: ignore[attr-defined]
-        device = pick_device(str(q.device))
-        fmodel.to(device)
-        qmodel.to(device)
+        key = (
+            "qat", CACHE_VERSION, weights_hash(fmodel), imgsz,
+            OmegaConf.to_container(cfg.data.calib, resolve=True), n_img,
+            OmegaConf.to_container(cfg.observer, resolve=True), model_cache.quantizer_key(cfg),
+            plan.quantized, int(cfg.seed),
+        )  # fmt: skip
+        directory = job.cache("qat", *key)
+        cached = model_cache.load(directory)
         t = time.perf_counter()
-        family = str(cfg.model.family)
-        trainer = Trainer(qmodel, fmodel, q, int(detector.num_classes), family, device)
-        with torch.enable_grad():
-            epochs = train(
-                trainer, samples, int(q.epochs), int(q.batch), bool(q.hflip), int(cfg.seed),
-                job.track,
-            )  # fmt: skip
-        trainer.finish()
+        if cached is not None:
+            state, meta = cached
+            if q.learn_scales:
+                lsq.make_learnable(qmodel)
+            qmodel.load_state_dict(state)
+            epochs = meta["epochs"]
+            log.info("qat: fine-tuned weights loaded from the cache %s", directory)
+        else:
+            epochs = self._train(job, detector, data, fmodel, qmodel, n_img)
+            model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs})
+            job.log_metrics({"qat_s": time.perf_counter() - t})
         low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
-        qmodel.cpu().eval()
-        fmodel.cpu()
-        job.log_metrics(
-            {
-                "calib_s": calib_s,
-                "qat_s": time.perf_counter() - t,
-                "quantize_s": time.perf_counter() - t0,
-            }
-        )
+        qmodel.eval()
+        job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
         if epochs:
             job.log_metrics({f"qat_{k}_first": v for k, v in epochs[0].items() if k != "epoch"})
             job.log_metrics({f"qat_{k}_last": v for k, v in epochs[-1].items() if k != "epoch"})
@@ -273,10 +274,30 @@ class QAT:
             "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
             "calib_cache": "hit" if hit else "miss",
             "qat": {
-                "images": len(samples), "epochs": epochs, "loss": str(q.loss),
+                "images": n_img, "epochs": epochs, "cache": str(directory), "loss": str(q.loss),
                 "learn_scales": bool(q.learn_scales), "bn": "folded before training",
             },
             "int8_container_layers": len(low),
         }  # fmt: skip
         tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
         return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))
+
+    @staticmethod
+    def _train(job, detector, data, fmodel, qmodel, n_img: int) -> list[dict]:
+        """Fine-tune ``qmodel`` in place (on the GPU when present). Returns per-epoch losses."""
+        cfg, q = job.cfg, job.cfg.quantizer
+        samples = list(data.calibration_samples(int(cfg.model.imgsz), n_img))
+        device = pick_device(str(q.device))
+        fmodel.to(device)
+        qmodel.to(device)
+        family = str(cfg.model.family)
+        trainer = Trainer(qmodel, fmodel, q, int(detector.num_classes), family, device)
+        with torch.enable_grad():
+            epochs = train(
+                trainer, samples, int(q.epochs), int(q.batch), bool(q.hflip), int(cfg.seed),
+                job.track,
+            )  # fmt: skip
+        trainer.finish()
+        qmodel.cpu()
+        fmodel.cpu()
+        return epochs

@@ -111,6 +111,12 @@ def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
     cos = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want)))
     assert cos > 0.999
 
+    job2 = Job(cfg=cfg, dir=tmp_path / "job2", cache_dir=job.cache_dir)
+    again = QAT().quantize(job2, det, data)  # a second backend's job: fine-tuned once
+    assert "qat_s" not in job2.metrics and again.info["qat"]["epochs"] == q["epochs"]
+    with torch.no_grad():
+        assert torch.equal(det.raw(again.module(torch.from_numpy(x))), torch.from_numpy(want))
+
 
 def test_qat_check_names_the_bad_option(compose):
     assert "quantizer.loss=bogus" in QAT().check(compose(["quantizer=qat", "quantizer.loss=bogus"]))
