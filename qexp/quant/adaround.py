@@ -274,8 +274,6 @@ class AdaRound:
             baked = {n: m.weight for n, m in quant_layers(qmodel).items() if n in report}
             model_cache.save(directory, baked, report, CACHE_FILES)
             job.log_metrics({"adaround_s": time.perf_counter() - t})
-        for layer in quant_layers(qmodel).values():
-            layer.weight_quantizer.rounding = None  # a cached model: weights already baked
         low = int8_container(qmodel)
         qmodel.eval()
         rep_path = job.path("adaround_layers.json")
