@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ log = logging.getLogger("qexp")
 
 # Artifact names the plots look for in a job (record artifact name, else a file in the job dir).
 LAYERS_ARTIFACTS = ("layers", "layers.json")
-SENSITIVITY_ARTIFACTS = ("sensitivity", "sensitivity.json")
+# sensitivity_table: the CSV qexp.quant.sensitivity_report writes for ignore=sensitivity_topk
+SENSITIVITY_ARTIFACTS = ("sensitivity_table", "sensitivity", "sensitivity.json")
 
 
 @dataclass
@@ -146,10 +148,20 @@ def _precision(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
     ]
 
 
-def load_sensitivity(path: Path) -> tuple[dict[str, float], str]:
-    """{layer: score} and the metric, from {"metric", "scores"}, {layer: score} or a list."""
-    data = json.loads(Path(path).read_text())
-    metric = ""
+def load_sensitivity(path: Path, metric: str = "mse", mode: str = "") -> tuple[dict, str]:
+    """{layer: score} and the metric it ranks by, from the sensitivity CSV of
+    ``ignore=sensitivity_topk`` jobs (columns layer, mode, sens_<metric>) or a JSON file:
+    {"metric", "scores": {layer: score}}, {layer: score}, or a list of {"layer", "score"}."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        t = pd.read_csv(path)
+        col = f"sens_{metric}"
+        if col not in t or "layer" not in t:
+            raise ValueError(f"{path}: no 'layer' and {col!r} columns (has {list(t.columns)})")
+        if "mode" in t:
+            t = t[t["mode"] == (mode or t["mode"].iloc[0])]
+        return dict(zip(t["layer"].astype(str), t[col].astype(float), strict=True)), metric
+    data = json.loads(path.read_text())
     if isinstance(data, dict) and "scores" in data:
         metric, data = str(data.get("metric", "")), data["scores"]
     if isinstance(data, list):
@@ -159,22 +171,39 @@ def load_sensitivity(path: Path) -> tuple[dict[str, float], str]:
     return {str(k): float(v) for k, v in data.items() if v is not None}, metric
 
 
+def _topk_settings(row: pd.Series) -> dict:
+    """The job's info.sensitivity_topk (metric, mode, k), read from its record when present."""
+    try:
+        rec = json.loads((Path(str(row["job_dir"])) / "result.json").read_text())
+        return dict((rec.get("info") or {}).get("sensitivity_topk") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _sensitivity(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
     out = []
     seen: set[str] = set()
     for _, row in df[df["status"] == "FINISHED"].iterrows():
         path = next((p for a in SENSITIVITY_ARTIFACTS if (p := artifact_path(row, a))), None)
-        if path is None or str(path.resolve()) in seen:
+        if path is None:
             continue
-        seen.add(str(path.resolve()))
-        scores, metric = load_sensitivity(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:  # the jobs of a top-k sweep share one analysis
+            continue
+        seen.add(digest)
+        topk = _topk_settings(row)
+        scores, metric = load_sensitivity(
+            path, str(topk.get("metric", "mse")), str(topk.get("mode", ""))
+        )
         label = plots.point_label(row, [a for a in rows if a in row]) or str(row["run_name"])
+        mode = f", mode {topk['mode']}" if topk.get("mode") else ""
         out.append(
             Plot(
                 f"Sensitivity ranking — {label}",
-                plots.png_bytes(plots.sensitivity(scores, metric)),
-                "Each layer quantized alone, the rest in float; the top-ranked are the first "
-                "candidates for ignore=sensitivity_topk.",
+                plots.png_bytes(plots.sensitivity(scores, f"{metric}{mode}")),
+                "How much each layer's quantization hurts (single: that layer alone quantized; "
+                "all_but_one: what keeping it float recovers); the top ones are what "
+                "ignore=sensitivity_topk keeps in float.",
                 name=f"sensitivity_{len(out)}.png",
             )
         )

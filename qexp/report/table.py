@@ -79,12 +79,15 @@ def comparison_table(
     include_skipped: bool = True,
     cols: str | None = None,
     baseline: dict[str, str] | str | None = "auto",
+    hide_equivalent: bool = True,
 ) -> pd.DataFrame:
     """Rows = jobs (latest record per row key), columns = row keys + status + metrics.
 
     ``axes``: row keys (axes or dotted config keys; default: those that vary). ``cols``: an
     axis whose choices become column groups (``map50_95 [torch]``). ``baseline``: {axis:
     choice} of the row that deltas/speedups are read against, "auto" (fp32, else fp16), or None.
+    ``hide_equivalent``: fold jobs SKIPPED as repeats of a FINISHED row (an unread axis
+    differs) into one note under the table.
     """
     if df.empty:
         return df
@@ -111,6 +114,9 @@ def comparison_table(
         if df[a].nunique() > 1
     ]
     df = df.sort_values("started_at", kind="stable").drop_duplicates(subset=key, keep="last")
+    if hide_equivalent:
+        df, folded = _fold_equivalent(df, key)
+        notes += folded
     if not include_skipped or cols:
         notes += _notes(df[df["status"] != "FINISHED"], key)
         df = df[df["status"] == "FINISHED"]
@@ -155,6 +161,20 @@ def _with_knobs(df: pd.DataFrame, wanted: list[str] | None) -> pd.DataFrame:
     for k in dict.fromkeys(knobs):
         df[k] = df["params"].map(lambda p, k=k: p.get(k) if isinstance(p, dict) else None)
     return df
+
+
+def _fold_equivalent(df: pd.DataFrame, key: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Drop rows SKIPPED as "equivalent to the FINISHED job in ..."; say so in one note each
+    reason (the fp32 row swept over four observers is one job, not four rows)."""
+    reason = df["reason"].fillna("").astype(str)
+    eq = (df["status"] == "SKIPPED") & reason.str.startswith("equivalent to the FINISHED job")
+    if not eq.any():
+        return df, []
+    notes = []
+    for why, rows in df[eq].groupby(reason[eq].str.split(": ", n=1).str[-1], sort=False):
+        which = ", ".join(" ".join(str(r[k]) for k in key) for _, r in rows.iterrows())
+        notes.append(f"SKIPPED as the same job as a row above ({why}): {which}")
+    return df[~eq], notes
 
 
 def _notes(df: pd.DataFrame, key: list[str]) -> list[str]:

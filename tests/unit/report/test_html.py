@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from qexp.record import find_records, read_record
@@ -67,3 +68,30 @@ def test_report_logged_to_the_sweep_parent_run(tmp_path):
     assert client.get_run(parent).data.tags["qexp.kind"] == "sweep"
     names = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.html", "report/pareto.png"} <= names
+
+
+def test_sensitivity_csv_of_topk_jobs_ranks_like_the_analysis(tmp_path):
+    from qexp.quant.sensitivity import ranking, scores
+    from qexp.quant.sensitivity_report import frame
+    from qexp.report.build import load_sensitivity
+
+    layers = ["model.0.conv", "model.1.conv", "model.22.cv3.0.2"]
+    rows = [
+        {"layer": n, "mode": mode, "map": 0.40 - d, "mse": d, "cosine": 1 - d, "sqnr": 30 - 100 * d}
+        for mode in ("single", "all_but_one")
+        for n, d in zip(layers, (0.01, 0.002, 0.05), strict=True)
+    ]
+    result = {
+        "layers": layers,
+        "rows": rows,
+        "images": 4,
+        "reference": {
+            "float": {"map": 0.41},
+            "quantized": {"map": 0.35, "mse": 0.06, "cosine": 0.94, "sqnr": 24.0},
+        },
+    }
+    csv = tmp_path / "sensitivity.csv"
+    frame(result).to_csv(csv, index=False)  # what ignore=sensitivity_topk jobs attach
+    got, metric = load_sensitivity(csv, "mse", "single")
+    assert metric == "mse" and got == pytest.approx(scores(result, "single", "mse"))
+    assert sorted(got, key=got.get, reverse=True) == ranking(result, "single", "mse")

@@ -129,3 +129,25 @@ def test_formats(observer_sweep):
     # markdown columns line up in a terminal
     lines = to_markdown(t).split("\n\n")[0].splitlines()
     assert len({len(x) for x in lines}) == 1
+
+
+def test_equivalent_skipped_jobs_fold_into_one_note(tmp_path):
+    first = "/runs/0"
+    jobs = [{"choices": {"quantizer": "none"}, "metrics": m(0.40, 40.0)}] + [
+        {
+            "choices": {"quantizer": "none", "observer": o},
+            "status": "SKIPPED",
+            "reason": f"equivalent to the FINISHED job in {first}: quantizer=none does not use observer",
+        }
+        for o in ("mse", "entropy")
+    ]
+    jobs += [
+        {"choices": {"quantizer": "ptq", "observer": o}, "metrics": m(0.38, 20.0)}
+        for o in ("mse", "entropy")
+    ]
+    df = from_records(write_sweep(tmp_path, jobs))
+    t = comparison_table(df)
+    assert list(t["quantizer"]) == ["none", "ptq", "ptq"]
+    (note,) = t.attrs["notes"]
+    assert "quantizer=none does not use observer" in note and "none mse, none entropy" in note
+    assert len(comparison_table(df, hide_equivalent=False)) == 5
