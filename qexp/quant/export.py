@@ -118,12 +118,46 @@ def strip_qdq(model: onnx.ModelProto, bits: int = 8) -> tuple[onnx.ModelProto, d
     return m, ranges
 
 
+# Ops whose output holds (a subset of) the input's values: same range, both directions.
+_PASS_THROUGH = {
+    "MaxPool", "Resize", "Upsample", "Slice", "Split", "Reshape", "Transpose", "Identity",
+    "Flatten", "Squeeze", "Unsqueeze",
+}  # fmt: skip
+
+
+def propagate_ranges(model: onnx.ModelProto, ranges: dict[str, float]) -> dict[str, float]:
+    """Extend measured ranges across range-preserving ops (MaxPool, Resize, Slice, Split, ...)
+    and Concat, as TensorRT moves Q/DQ across them, so those layers can run INT8 too."""
+    out = dict(ranges)
+    consts = _constants(model)
+    for _ in range(4):  # a few sweeps reach the fixed point on YOLO graphs
+        before = len(out)
+        for n in model.graph.node:
+            ins = [i for i in n.input[:1] if i and i not in consts]
+            if n.op_type in _PASS_THROUGH and ins:
+                known = [out[t] for t in [ins[0], *n.output] if t in out]
+                if known:
+                    for t in [ins[0], *n.output]:
+                        out.setdefault(t, max(known))
+            elif n.op_type == "Concat":
+                ins = [i for i in n.input if i not in consts]
+                if n.output[0] not in out and ins and all(i in out for i in ins):
+                    out[n.output[0]] = max(out[i] for i in ins)
+                elif n.output[0] in out:
+                    for i in ins:  # one scale for all inputs: the one the consumer needs
+                        out.setdefault(i, out[n.output[0]])
+        if len(out) == before:
+            break
+    return out
+
+
 def write_dynamic_range(qdq_path: Path, fp32_path: Path, json_path: Path, bits: int = 8) -> dict:
     """Write the fp32 ONNX and ``{tensor name: amax}`` JSON derived from a Q/DQ ONNX."""
     model = onnx.load(str(qdq_path))
     fp32, ranges = strip_qdq(model, bits)
     if not ranges:
         raise ExportError(f"{qdq_path} has no activation Q/DQ pairs to take ranges from")
+    ranges = propagate_ranges(fp32, ranges)
     onnx.checker.check_model(fp32)
     onnx.save(fp32, str(fp32_path))
     json_path.write_text(json.dumps(ranges, indent=1, sort_keys=True))
