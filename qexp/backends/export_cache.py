@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from qexp import cache
 from qexp.job import file_hash
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qexp")
 EXPORT_VERSION = 1  # bump when qexp's export itself changes what it writes
-_MARKER = "export.json"
 
 
 def _plain(node: Any) -> Any:
@@ -73,31 +71,31 @@ def _call_export(deploy: Deployable, out_dir: Path, batch: int) -> Path:
 
 
 def cached_export(job: Job, deploy: Deployable, batch: int = 1) -> Path:
-    """The ONNX for ``deploy`` from the cache, exported on a miss (files land atomically)."""
-    d = job.cache("onnx", export_key(job.cfg, deploy, batch))
-    marker = d / _MARKER
-    if marker.is_file():
-        names = json.loads(marker.read_text())
-        path = d / names["onnx"]
-        if path.is_file():
-            log.info("reusing exported ONNX %s", path)
-            return path
-    tmp = d / f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """The ONNX for ``deploy`` from the cache, exported on a miss.
+
+    Entries go through :func:`qexp.cache.cached`: built in a temp dir under a lock (parallel
+    jobs export once), a sha256 manifest written last, and a truncated or damaged file found
+    on reuse is reported and rebuilt.
+    """
+    entry = job.cache("onnx", export_key(job.cfg, deploy, batch))
+    built: dict[str, str] = {}
+
+    def build(tmp: Path) -> list[str]:
         out = _call_export(deploy, tmp, batch)
         if not out.is_file():
             raise FileNotFoundError(f"the {deploy.route} export wrote no ONNX at {out}")
         if out.resolve().parent != tmp.resolve():
             shutil.copy2(out, tmp / out.name)  # an export that wrote elsewhere
-        files = [p for p in tmp.iterdir() if p.is_file()]
-        for p in files:
-            os.replace(p, d / p.name)
-        # side files (a dynamic-range JSON, external data) stay beside it; the marker comes last
-        note = tmp / _MARKER
-        note.write_text(json.dumps({"onnx": out.name, "files": sorted(p.name for p in files)}))
-        os.replace(note, marker)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return d / out.name
+        built["onnx"] = out.name
+        # side files (a dynamic-range JSON, external data) are cached with it
+        return [p.name for p in tmp.iterdir() if p.is_file()]
+
+    names = cache.cached(entry, build, meta={"kind": "onnx", "route": deploy.route})
+    onnx = built.get("onnx")
+    if onnx is None:
+        found = [n for n in names if n.endswith(".onnx")]
+        if len(found) != 1:
+            raise FileNotFoundError(f"cache entry {entry}: expected one .onnx, found {found}")
+        onnx = found[0]
+        log.info("reusing exported ONNX %s", entry / onnx)
+    return entry / onnx
