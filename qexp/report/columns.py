@@ -72,7 +72,7 @@ def fmt_value(metric: str, v: object) -> str:
 def fmt_delta(v: float) -> str:
     if v is None or math.isnan(v):
         return ""
-    return f"{v:+.4f}"
+    return f"{0.0 if abs(v) < 5e-5 else v:+.4f}"  # no "-0.0000"
 
 
 def fmt_speedup(v: float) -> str:

@@ -8,6 +8,7 @@ with the best value per column marked.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -114,6 +115,7 @@ def comparison_table(
         if df[a].nunique() > 1
     ]
     df = df.sort_values("started_at", kind="stable").drop_duplicates(subset=key, keep="last")
+    df = _in_sweep_order(df)
     if hide_equivalent:
         df, folded = _fold_equivalent(df, key)
         notes += folded
@@ -143,6 +145,19 @@ def comparison_table(
         rows=rows, cols=cols, kinds=kinds, baseline=baseline or {}, notes=notes, key=key
     )
     return out
+
+
+def _in_sweep_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Jobs as their sweeps listed them (sweeps by start, then Hydra's job number, which is
+    the job dir's name), so a resumed job keeps its place."""
+    num = pd.to_numeric(
+        df.get("job_dir", pd.Series("", index=df.index)).fillna("").map(lambda p: Path(p).name),
+        errors="coerce",
+    )
+    sweep = df.get("sweep_id", pd.Series(None, index=df.index)).fillna("")
+    first = df.groupby(sweep)["started_at"].transform("min")
+    keys = pd.DataFrame({"first": first, "sweep": sweep, "num": num, "t": df["started_at"]})
+    return df.loc[keys.sort_values(["first", "sweep", "num", "t"], kind="stable").index]
 
 
 def _sort_by_appearance(out: pd.DataFrame, by: list[str]) -> pd.DataFrame:

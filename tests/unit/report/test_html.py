@@ -58,6 +58,9 @@ def test_report_logged_to_the_sweep_parent_run(tmp_path):
     sweep = _sweep_with_artifacts(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sink = MlflowSink(uri)
+    # artifacts next to the store, not in ./mlruns of whatever directory pytest runs in
+    art = (tmp_path / "artifacts").as_uri()
+    sink.client.create_experiment("paper_yolov5s_seeds", artifact_location=art)
     for p in find_records(sweep):
         sink.log(read_record(p), p.parent)
     df = from_mlflow(uri, "paper_yolov5s_seeds")

@@ -20,8 +20,11 @@ def observer_sweep(tmp_path_factory):
 @pytest.fixture(scope="module")
 def logged(observer_sweep, tmp_path_factory):
     # one sqlite store for the module: creating one costs seconds (schema migrations)
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    d = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{d / 'mlflow.db'}"
     sink = MlflowSink(uri)
+    # artifacts next to the store, not in ./mlruns of whatever directory pytest runs in
+    sink.client.create_experiment("demo", artifact_location=(d / "artifacts").as_uri())
     for p in find_records(observer_sweep):
         sink.log(read_record(p), p.parent)
     return uri
