@@ -92,6 +92,7 @@ def test_slurm_config_renders_a_job_array_with_one_gpu_per_job(tmp_path, monkeyp
     assert str(tmp_path / "sweep" / ".submitit") in text
 
 
+@pytest.mark.assets
 @needs_submitit
 def test_slurm_local_runs_a_sweep_through_submitit(qexp):
     p = qexp(
@@ -112,6 +113,7 @@ def test_slurm_local_runs_a_sweep_through_submitit(qexp):
     assert len(logs) == 2
 
 
+@pytest.mark.assets
 @needs_joblib
 def test_local_parallel_runs_jobs_in_worker_processes(qexp):
     qexp(
