@@ -282,9 +282,9 @@ def main(argv: list[str]) -> int:
     if a.cmd == "stop":
         print("stopped" if stop(a.output_dir) else f"no server recorded in {a.output_dir}")
         return 0
-    info = status(a.output_dir)
-    print(f"running at {info.uri} (pid {info.pid})" if info else "not running")
-    return 0 if info else 3
+    up = status(a.output_dir)
+    print(f"running at {up.uri} (pid {up.pid})" if up else "not running")
+    return 0 if up else 3
 
 
 if __name__ == "__main__":
