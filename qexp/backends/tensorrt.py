@@ -199,9 +199,11 @@ class TensorRTBackend:
         job.log_metrics({"build_s": resp.build_s, "engine_bytes": resp.engine_bytes})
         if "calib_s" in resp.build_stats:
             job.log_metrics({"calib_s": resp.build_stats["calib_s"]})
-        first = str(min(int(k) for k in resp.layers))
+        sizes = sorted(int(k) for k in resp.layers)
+        first = str(sizes[0])
         info = engine_info.load(resp.layers[first])
-        summary = engine_info.summarize(info)
+        per_batch = {bs: layer_summary(resp.layers[str(bs)], i) for i, bs in enumerate(sizes)}
+        summary = per_batch[sizes[0]]
         job.log_metrics(summary.metrics())
         prof = json.loads(Path(resp.layer_profile).read_text()) if resp.layer_profile else {}
         times = engine_info.profile_times(prof) if prof else None
@@ -209,19 +211,24 @@ class TensorRTBackend:
             "tensorrt": resp.tensorrt, "gpu": resp.gpu, "engine": resp.engine,
             "engine_bytes": resp.engine_bytes, "build": resp.build_stats,
             "reused_engine": resp.reused_engine, "latency": resp.latency,
-            "batch_max_abs_diff": resp.batch_diff, "summary": summary.to_dict(),
+            "batch_max_abs_diff": resp.batch_diff,
+            "summary": {f"b{bs}": sm.to_dict() for bs, sm in per_batch.items()},
             "notes": resp.notes, "worker_s": resp.timings,
         }  # fmt: skip
         files = {
-            "layers.json": json.dumps(info, indent=1),  # the eval batch's profile (batch 1)
-            "layers.csv": engine_info.to_csv(engine_info.layer_table(info, times)),
+            "layers.json": json.dumps(info, indent=1),  # the engine's (all profiles on 8.6)
+            "layers.csv": engine_info.to_csv(
+                engine_info.layer_table(info, times, summary_profile(info, 0))
+            ),
             "engine_summary.json": json.dumps(engine, indent=1),
-            "engine_summary.md": engine_info.to_markdown(summary),
+            "engine_summary.md": "".join(
+                f"batch {bs}:\n{engine_info.to_markdown(sm)}" for bs, sm in per_batch.items()
+            ),
         }
         if prof:
             files["layer_profile.json"] = json.dumps(prof, indent=1)
         for bs, path in resp.layers.items():
-            if bs != first:
+            if path != resp.layers[first]:  # a TensorRT that reports one profile per context
                 files[f"layers_b{bs}.json"] = Path(path).read_text()
         for name, text in files.items():
             job.add_artifact(name, write_text(job.path("artifacts", name), text))
@@ -230,6 +237,18 @@ class TensorRTBackend:
             for k in ("tensorrt", "gpu", "reused_engine", "notes", "batch_max_abs_diff")
         }
         job.info["tensorrt"]["precisions"] = summary.precisions
+
+
+def summary_profile(info: dict[str, Any], index: int) -> int | None:
+    """The profile to read from ``info``: ``index`` where layer names carry '[profile N]'
+    (a whole multi-profile engine), else all layers (the JSON is that context's alone)."""
+    tagged = any(engine_info.profile_of(L) > 0 for L in engine_info.layers(info, None))
+    return index if tagged else None
+
+
+def layer_summary(path: str, index: int) -> engine_info.EngineSummary:
+    info = engine_info.load(path)
+    return engine_info.summarize(info, summary_profile(info, index))
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -45,6 +45,9 @@ def make_logger(trt: Any, level: str, tail: int = 200) -> Any:
                 self.lines.append(f"[{str(severity).split('.')[-1]}] {msg}")
             if sev <= self.keep:
                 print(f"[TRT] {msg}", file=sys.stderr, flush=True)
+            if "timing cache will not be used" in msg:
+                # seen with TensorRT 8.6.0: a cache holding Myelin entries fails to load again
+                self.notes.append("TensorRT rejected the timing cache (built without it)")
 
         def note(self, msg: str) -> None:
             """Something the user should see in the record (not a TensorRT message)."""
@@ -142,11 +145,16 @@ def serve(req: Request, trt: Any, logger: Any) -> Response:
                 ctx, req.warmup, req.iters, req.cuda_graph, logger
             )
         resp.timings["latency"] = time.perf_counter() - t
+        written: dict[str, str] = {}  # JSON text -> path
         for b, ctx in contexts.items():
-            path = os.path.join(req.out_dir, f"layers_b{b}.json")
-            with open(path, "w") as f:
-                json.dump(execute.inspector_json(trt, engine, ctx), f, indent=1)
-            resp.layers[str(b)] = path
+            # TensorRT 8.6 reports every profile whatever the context ("<layer> [profile 1]"):
+            # identical JSON is written once and shared by the batch sizes
+            text = json.dumps(execute.inspector_json(trt, engine, ctx), indent=1)
+            if text not in written:
+                written[text] = os.path.join(req.out_dir, f"layers_b{b}.json")
+                with open(written[text], "w") as f:
+                    f.write(text)
+            resp.layers[str(b)] = written[text]
         if req.profile_iters > 0:
             t = time.perf_counter()
             first = contexts[sizes[0]]

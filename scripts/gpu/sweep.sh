@@ -5,6 +5,8 @@
 # tracking=none (records only). It stops starting jobs after SECONDS (default 540, so a device
 # call of 10 minutes ends cleanly) and is resumable: run it again and FINISHED jobs are reused.
 # Then scripts/gpu/collect.sh packs the records for `qexp ingest` at home.
+# Engine builds can outlast a device call (yolov8n, TensorRT 8.6, H100: fp32 200 s, fp16 > 520 s):
+# scripts/gpu/start.sh runs this script detached, so call boundaries never interrupt a build.
 set -uo pipefail
 budget=${1:-540}
 deadline=$(( $(date +%s) + budget ))
@@ -47,3 +49,4 @@ for p in sorted(Path(sys.argv[1]).rglob("result.json")):
 for row in rows:
     print(" | ".join(str(x) for x in row))
 PY
+touch "${STAGE:-$HOME/stage}/sweep.done"

@@ -120,3 +120,25 @@ def test_not_inspector_json_names_the_file(tmp_path):
     p.write_text('{"foo": 1}')
     with pytest.raises(ValueError, match="x.json"):
         ei.load(p)
+
+
+def test_yolov8n_engine_from_our_worker_holds_both_profiles():
+    """Recorded by qexp's worker (TensorRT 8.6.0, H100, yolov8n fp32, profiles b1 and b32):
+    the inspector reports every profile, the second one's names suffixed '[profile 1]'."""
+    from qexp.backends.tensorrt import summary_profile
+
+    info = ei.load(FIX / "yolov8n_fp32_h100_b1.json")
+    assert len(info["Layers"]) == 445
+    assert summary_profile(info, 1) == 1
+    b1, b32 = ei.summarize(info, 0), ei.summarize(info, 1)
+    assert (b1.layers_total, b1.precisions, b1.reformat_by_origin) == (
+        234,
+        {"fp32": 231},
+        {"CONCAT": 33},
+    )
+    assert (b32.layers_total, b32.precisions, b32.reformat_layers) == (211, {"fp32": 208}, 49)
+    assert b1.layer_types["Convolution"] == b32.layer_types["Convolution"] == 61
+    first = next(L for L in ei.layers(info, 1) if L.get("Inputs"))
+    assert first["Inputs"][0]["Dimensions"][0] == 32  # the batch-32 profile
+    single = {"Layers": ei.layers(info, 0), "Bindings": ["images", "output0"]}
+    assert summary_profile(single, 1) is None  # a per-context JSON: all of it is that profile
