@@ -31,7 +31,7 @@ class Options:
     axes: list[str] | None = None
     cols: str | None = None
     baseline: dict[str, str] | str | None = "auto"
-    paper: str | None = None  # a conf/paper name; default: the one the jobs ran under
+    paper: str | bool | None = None  # a conf/paper name; None: the jobs' own; False: none
     calib_tensor: str | None = None
     x: str = "latency_ms_p50"
     y: str = "map50_95"
@@ -84,7 +84,7 @@ def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -
         counts={s: int(n) for s, n in df["status"].value_counts().items()},
     )
     try:
-        paper = P.paper_for(df, experiment, opts.paper)
+        paper = None if opts.paper is False else P.paper_for(df, experiment, opts.paper or None)
     except ValueError as e:
         rep.notes.append(str(e))
         paper = None
@@ -110,6 +110,9 @@ def _pareto(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
     if opts.x not in df or opts.y not in df:
         return []
     done = df[(df["status"] == "FINISHED") & df[opts.x].notna() & df[opts.y].notna()]
+    # one point per row of the table: a resumed job is the same record in another sweep
+    done = done.sort_values("started_at", kind="stable").drop_duplicates("record_id", keep="last")
+    done = done.drop_duplicates([r for r in rows if r in done], keep="last")
     if done.empty:
         return []
     color = next((a for a in ("quantizer", "backend", "model") if a in rows), None)

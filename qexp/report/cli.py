@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--no-baseline", action="store_true", help="no Δ/speedup columns")
     tab.add_argument("--no-best", action="store_true", help="do not mark the best values")
     tab.add_argument("--paper", help="compare with conf/paper/NAME.yaml (default: automatic)")
+    tab.add_argument("--no-paper", action="store_true", help="no paper comparison")
     tab.add_argument(
         "--papers", action="store_true", help="list the paper configs (run one: qexp paper=NAME)"
     )
@@ -84,7 +85,7 @@ def main(argv: list[str]) -> int:
             axes=a.axes.split(",") if a.axes else None,
             cols=a.cols,
             baseline=None if a.no_baseline else _baseline(a.baseline),
-            paper=a.paper,
+            paper=False if a.no_paper else a.paper,
             calib_tensor=a.calib_tensor,
         )
         if a.format == "html" or a.log_parent:
@@ -133,8 +134,8 @@ def _text_report(df, experiment: str, opts: Options, fmt: str, mark_best: bool) 
         df, metrics=opts.metrics, axes=opts.axes, cols=opts.cols, baseline=opts.baseline
     )
     text = render(table, fmt, mark_best=mark_best)
-    if fmt == "md":
-        paper = P.paper_for(df, experiment, opts.paper)
+    if fmt == "md" and opts.paper is not False:
+        paper = P.paper_for(df, experiment, opts.paper or None)
         if paper:
             text = P.to_markdown(P.compare(df, paper)) + "\n\n" + text
     return text

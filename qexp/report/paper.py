@@ -55,14 +55,16 @@ def paper_from_job(job_dir: str | Path) -> dict[str, Any] | None:
 
 
 def paper_for(df: pd.DataFrame, experiment: str | None, name: str | None) -> dict | None:
-    """The paper to compare with: by name, else the one the jobs ran under, else by the
-    experiment name ``paper_<NAME>``."""
+    """The paper to compare with: by name, else the one the jobs ran under (its current
+    conf/paper file when there is one), else by the experiment name ``paper_<NAME>``."""
     if name:
         return load_paper(name)
     for job_dir in df.get("job_dir", pd.Series(dtype=str)).dropna():
         found = paper_from_job(job_dir)
         if found:
-            return found
+            # the reference numbers as they are now (corrected since?), else as the job had them
+            name = str(found.get("name", ""))
+            return load_paper(name) if name in available() else found
     if experiment and experiment.startswith(PREFIX) and experiment[len(PREFIX) :] in available():
         return load_paper(experiment[len(PREFIX) :])
     return None

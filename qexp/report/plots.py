@@ -106,22 +106,19 @@ def pareto(
     if C.higher_is_better(x) is False:
         ax.set_xlim(0, float(d[x].max()) * 1.15)
     ax.set_title(title or f"{y} vs {x} ({len(d)} jobs; up and left is better)", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # not over a point
     fig.tight_layout()
     return fig
 
 
-# Axes a float baseline (fp32/fp16 job) does not read: its label leaves them out.
-_QUANT_ONLY = ("observer", "calibrator", "ignore")
-
-
 def point_label(row: pd.Series, keys: Sequence[str]) -> str:
     """The row's choices, without the quantization axes of a float baseline."""
-    is_float = str(row.get("precision") or "") in ("fp32", "fp16") or row.get("quantizer") in (
-        "none",
-        "fp16",
+    from qexp.report.table import FLOAT_QUANTIZERS, QUANT_ONLY_AXES
+
+    is_float = str(row.get("precision") or "") in ("fp32", "fp16") or (
+        row.get("quantizer") in FLOAT_QUANTIZERS
     )
-    return " ".join(str(row[k]) for k in keys if not (is_float and k in _QUANT_ONLY))
+    return " ".join(str(row[k]) for k in keys if not (is_float and k in QUANT_ONLY_AXES))
 
 
 def _axis_label(metric: str) -> str:

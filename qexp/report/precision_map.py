@@ -24,6 +24,7 @@ COLORS = {
     "other": "#d9d9d9",
 }
 ORDER = ("int8", "fp16", "fp32", "reformat", "other")
+LABELS = {"other": "other (constants: no input)"}
 
 
 def category(precision: object, is_reformat: bool) -> str:
@@ -85,7 +86,7 @@ def precision_map(engines: Mapping[str, pd.DataFrame], title: str = "") -> Figur
     ax.spines[["top", "right"]].set_visible(False)
     present = {c for f in frames.values() for c in f["category"]}
     fig.legend(
-        handles=[Patch(color=COLORS[c], label=c) for c in ORDER if c in present],
+        handles=[Patch(color=COLORS[c], label=LABELS.get(c, c)) for c in ORDER if c in present],
         fontsize=8,
         ncol=5,
         loc="lower center",

@@ -72,12 +72,18 @@ def _has_derived(table: pd.DataFrame) -> bool:
     return any(k != "metric" for k, _ in table.attrs.get("kinds", {}).values())
 
 
+def _derived_words(table: pd.DataFrame) -> str:
+    kinds = {k for k, _ in table.attrs.get("kinds", {}).values()}
+    return " and ".join(w for k, w in (("delta", "Δ"), ("speedup", "speedup")) if k in kinds)
+
+
 def _footer(table: pd.DataFrame, marked: bool) -> str:
     lines = []
     base = table.attrs.get("baseline") or {}
     if base and _has_derived(table):
         lines.append(
-            "Δ and speedup are read against the "
+            f"{_derived_words(table)} {'is' if ' and ' not in _derived_words(table) else 'are'}"
+            " read against the "
             + " ".join(f"{k}={v}" for k, v in base.items())
             + " row of each group."
         )
@@ -115,7 +121,7 @@ def to_html(table: pd.DataFrame, mark_best: bool = True) -> str:
     base = table.attrs.get("baseline") or {}
     base = base if _has_derived(table) else {}
     caption = (
-        "Δ and speedup against the "
+        f"{_derived_words(table)} against the "
         + html.escape(" ".join(f"{k}={v}" for k, v in base.items()))
         + " row of each group. "
         if base

@@ -16,6 +16,9 @@ import pandas as pd
 from qexp.config.schema import AXES
 from qexp.report import columns as C
 
+# Float baselines, and the axes they do not read (a quantizer's observer, calibrator, ignore).
+FLOAT_QUANTIZERS = ("none", "fp16")
+QUANT_ONLY_AXES = ("observer", "calibrator", "ignore")
 # Config keys that never make two jobs different measurements.
 _NOT_KNOBS = ("paths.", "tracking.")
 
@@ -208,9 +211,19 @@ def _add_deltas(
         [out[a].astype(str) == str(v) for a, v in baseline.items()], axis=1
     ).all(axis=1)
     base_rows = out[is_base]
-    # match a row to the baseline of its group only on keys the baseline rows differ in:
-    # the fp32 row (observer=minmax) is the baseline of every observer's int8 row
-    group = [k for k in key if k not in baseline and base_rows[k].nunique(dropna=False) > 1]
+    # match a row to the baseline of its group only on keys the baseline rows differ in, and
+    # never on the quantization axes of a float baseline (it does not read them): the fp32
+    # row (observer=minmax) is the baseline of every observer's int8 row
+    float_base = (
+        base_rows["quantizer"].isin(FLOAT_QUANTIZERS).all() if "quantizer" in out else False
+    )
+    group = [
+        k
+        for k in key
+        if k not in baseline
+        and base_rows[k].nunique(dropna=False) > 1
+        and not (float_base and k in QUANT_ONLY_AXES)
+    ]
     kinds: dict[str, tuple[str, str]] = {}
 
     def base_value(row: pd.Series, m: str) -> float:

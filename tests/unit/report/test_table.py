@@ -151,3 +151,25 @@ def test_equivalent_skipped_jobs_fold_into_one_note(tmp_path):
     (note,) = t.attrs["notes"]
     assert "quantizer=none does not use observer" in note and "none mse, none entropy" in note
     assert len(comparison_table(df, hide_equivalent=False)) == 5
+
+
+def test_float_baselines_ignore_the_quantization_axes(tmp_path):
+    # two sweeps: yolov5n's fp32 row was run with observer=mse, yolov8n's with minmax
+    jobs = [
+        {"choices": {"model": "yolov8n", "quantizer": "none"}, "metrics": m(0.40, 40.0)},
+        {
+            "choices": {"model": "yolov8n", "quantizer": "ptq", "observer": "entropy"},
+            "metrics": m(0.37, 20.0),
+        },
+        {
+            "choices": {"model": "yolov5n", "quantizer": "none", "observer": "mse"},
+            "metrics": m(0.30, 30.0),
+        },
+        {
+            "choices": {"model": "yolov5n", "quantizer": "ptq", "observer": "mse"},
+            "metrics": m(0.29, 15.0),
+        },
+    ]
+    t = comparison_table(from_records(write_sweep(tmp_path, jobs)))
+    assert _row(t, model="yolov8n", quantizer="ptq")["Δmap50_95"] == pytest.approx(-0.03)
+    assert _row(t, model="yolov5n", quantizer="ptq")["Δmap50_95"] == pytest.approx(-0.01)
