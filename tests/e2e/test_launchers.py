@@ -145,3 +145,35 @@ def test_ray_config_composes_with_one_gpu_per_job(tmp_path):
 def test_local_parallel_config_composes(tmp_path):
     launcher = _launcher("local_parallel", tmp_path, "hydra.launcher.n_jobs=3")
     assert launcher.n_jobs == 3 and launcher.backend == "loky"
+
+
+@pytest.mark.assets
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+    reason="hydra-ray-launcher not installed (it pins cloudpickle<3; see docs/scale-out.md)",
+)
+def test_ray_runs_a_cpu_sweep(qexp):
+    import subprocess
+    import sys
+
+    try:
+        qexp(
+            "-m",
+            "hydra/launcher=ray_gpus",
+            "hydra.launcher.ray.remote.num_gpus=0",  # a CPU box here; 1 per job on GPUs
+            "hydra.launcher.ray.remote.num_cpus=1",
+            "hydra.launcher.ray.init.num_gpus=0",
+            "+hydra.launcher.ray.init.num_cpus=2",
+            "seed=0,1",
+            "tracking=none",
+            *CHEAP,
+        )
+    finally:  # Ray's idle workers can outlive the sweep: stop them (see docs/scale-out.md)
+        subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
+            capture_output=True,
+            timeout=120,
+        )
+    recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
+    assert sorted(r.config["seed"] for r in recs) == [0, 1]
+    assert all(r.status == FINISHED for r in recs), [r.error for r in recs]
