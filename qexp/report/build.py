@@ -84,7 +84,8 @@ def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -
         counts={s: int(n) for s, n in df["status"].value_counts().items()},
     )
     try:
-        paper = None if opts.paper is False else P.paper_for(df, experiment, opts.paper or None)
+        name = opts.paper if isinstance(opts.paper, str) and opts.paper else None
+        paper = None if opts.paper is False else P.paper_for(df, experiment, name)
     except ValueError as e:
         rep.notes.append(str(e))
         paper = None
@@ -184,7 +185,7 @@ def _topk_settings(row: pd.Series) -> dict:
 
 
 def _sensitivity(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
-    out = []
+    out: list[Plot] = []
     seen: set[str] = set()
     for _, row in df[df["status"] == "FINISHED"].iterrows():
         path = next((p for a in SENSITIVITY_ARTIFACTS if (p := artifact_path(row, a))), None)

@@ -135,7 +135,8 @@ def _text_report(df, experiment: str, opts: Options, fmt: str, mark_best: bool) 
     )
     text = render(table, fmt, mark_best=mark_best)
     if fmt == "md" and opts.paper is not False:
-        paper = P.paper_for(df, experiment, opts.paper or None)
+        name = opts.paper if isinstance(opts.paper, str) and opts.paper else None
+        paper = P.paper_for(df, experiment, name)
         if paper:
             text = P.to_markdown(P.compare(df, paper)) + "\n\n" + text
     return text

@@ -77,7 +77,7 @@ def from_mlflow(
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise ValueError(f"no MLflow experiment {experiment!r} at {uri} (have: {names})")
-    runs = []
+    runs: list = []
     page = None
     while True:
         res = client.search_runs(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from qexp.report import columns as C
 
@@ -42,7 +42,7 @@ def load_paper(name: str) -> dict[str, Any]:
         cfg = compose(config_name="config", overrides=[f"paper={name}"])
     paper = OmegaConf.to_container(cfg.paper, resolve=True)
     assert isinstance(paper, dict)
-    return paper
+    return {str(k): v for k, v in paper.items()}
 
 
 def paper_from_job(job_dir: str | Path) -> dict[str, Any] | None:
@@ -50,8 +50,10 @@ def paper_from_job(job_dir: str | Path) -> dict[str, Any] | None:
     p = Path(job_dir) / "config.yaml"
     if not p.exists():
         return None
-    node = OmegaConf.load(p).get("paper")
-    return OmegaConf.to_container(node, resolve=True) if node else None  # type: ignore[return-value]
+    cfg = OmegaConf.load(p)
+    node = cfg.get("paper") if isinstance(cfg, DictConfig) else None
+    paper = OmegaConf.to_container(node, resolve=True) if node else None
+    return {str(k): v for k, v in paper.items()} if isinstance(paper, dict) else None
 
 
 def paper_for(df: pd.DataFrame, experiment: str | None, name: str | None) -> dict | None:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from qexp.report import columns as C  # noqa: E402
 
 DPI = 110
-PALETTE = plt.get_cmap("tab10").colors
+PALETTE = [plt.get_cmap("tab10")(i) for i in range(10)]
 
 
 def png_bytes(fig: Figure) -> bytes:
