@@ -142,6 +142,7 @@ def test_ray_config_composes_with_one_gpu_per_job(tmp_path):
         OmegaConf.merge(OmegaConf.structured(RayLauncherConf), launcher)
 
 
+@needs_joblib
 def test_local_parallel_config_composes(tmp_path):
     launcher = _launcher("local_parallel", tmp_path, "hydra.launcher.n_jobs=3")
     assert launcher.n_jobs == 3 and launcher.backend == "loky"
