@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 export QEXP_HOME ?= $(CURDIR)/.qexp-home
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: install demo test test-all lint ui clean
+.PHONY: install demo test test-all lint ui server server-stop clean
 
 install:  ## venv + torch pinned by constraints.txt + qexp (editable) with dev tools
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,launchers]'
 
 demo:  ## the default job: yolov8n fp32 on the shared coco_val subset, ONNX Runtime CPU, MLflow sqlite
 	$(BIN)/qexp
@@ -29,6 +29,12 @@ lint:
 
 ui:  ## MLflow UI on 127.0.0.1:5000 over outputs/mlflow.db; Ctrl-C stops it and its workers
 	$(BIN)/python -m qexp.ui --port $${PORT:-5000}
+
+server:  ## mlflow server on 127.0.0.1 (sqlite) for parallel sweeps: tracking=mlflow_server
+	$(BIN)/qexp server start
+
+server-stop:
+	$(BIN)/qexp server stop
 
 clean:
 	rm -rf outputs/runs outputs/sweeps outputs/index outputs/cache

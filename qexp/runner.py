@@ -213,7 +213,15 @@ def _execute(job: Job) -> None:
 
 def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record:
     record = record.replace(finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
-    record.write(job_dir)
+    try:
+        record.write(job_dir)
+    except OSError as e:
+        # disk full / quota: the previous record stays whole (atomic write) and the sweep goes
+        # on; the job is not indexed, so re-running the sweep re-runs it
+        log.exception("cannot write the record in %s; re-run the sweep to resume this job", job_dir)
+        record = record.replace(
+            status=FAILED, error=f"record not written: {e}\n{record.error or ''}"
+        )
     log.info(
         "%s %s%s",
         record.status,
