@@ -110,8 +110,14 @@ def main(argv: list[str]) -> int:
     if a.log_parent and rep is not None:
         from qexp.report.publish import log_report
 
-        for msg in log_report(rep, df, a.uri or default_uri()):
-            print(msg)
+        sweeps = list(dict.fromkeys(df["sweep_id"].dropna()))
+        # each sweep's parent gets the report of that sweep alone
+        reps = [(rep, df)] if len(sweeps) < 2 else []
+        reps += [(build(df[df["sweep_id"] == s], experiment, opts), df[df["sweep_id"] == s])
+                 for s in sweeps if len(sweeps) > 1]  # fmt: skip
+        for one, part in reps:
+            for msg in log_report(one, part, a.uri or default_uri()):
+                print(msg)
     return 0
 
 
