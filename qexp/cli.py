@@ -33,7 +33,7 @@ def _task(cfg) -> None:
         job_name=f"{hc.job.name}#{hc.job.num}" if multirun else hc.job.name,
     )
     record = run_job(cfg, spec)
-    if record.status == FAILED:
+    if record.status == FAILED and not multirun:  # a sweep goes on and reports its failures
         _failed_jobs.append(record.job_dir)
 
 
@@ -45,9 +45,7 @@ def _run_hydra() -> int:
     register_configs()
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
     main()
-    if _failed_jobs and "-m" not in sys.argv and "--multirun" not in sys.argv:
-        return 1  # a single failed job is a failed command; a sweep goes on and reports
-    return 0
+    return 1 if _failed_jobs else 0
 
 
 def _ingest(argv: list[str]) -> int:

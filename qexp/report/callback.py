@@ -2,7 +2,7 @@
 HTML report into the sweep dir, and log it to the sweep's MLflow parent run.
 
 Enabled by ``hydra.callbacks.qexp_report._target_: qexp.report.callback.SweepReport``
-(every ``conf/paper/*.yaml`` sets it).
+(conf/config.yaml sets it for every sweep).
 """
 
 from __future__ import annotations

@@ -45,7 +45,10 @@ def run_name(record: Record) -> str:
     parts = []
     for axis in AXES:
         choice = record.choices.get(axis)
-        if choice and NEUTRAL.get(axis) != choice:
+        # the canonical config holds a bare {"name": neutral} only for an axis the quantizer
+        # does not read: hide those, keep e.g. observer=minmax of a PTQ job
+        unread = record.config.get(axis) == {"name": NEUTRAL.get(axis)}
+        if choice and not unread:
             parts.append(str(choice))
     return " ".join(parts) or record.job_name or record.record_id[:8]
 
@@ -85,6 +88,15 @@ class MlflowSink:
         )
         return _file_lock(Path(base) / f".qexp-{name}.lock")
 
+    def _artifact_location(self, name: str) -> str | None:
+        """Artifacts beside a sqlite store (not ./mlruns of whatever the cwd is); a server
+        keeps its own artifact root."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        db = Path(self.uri[len("sqlite:///") :]).resolve()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return (db.parent / "mlartifacts" / safe).as_uri()
+
     def experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
@@ -96,7 +108,12 @@ class MlflowSink:
             if exp is not None:
                 return exp.experiment_id
             try:
-                return self.client.create_experiment(name)
+                return self.client.create_experiment(
+                    name,
+                    artifact_location=self._artifact_location(name),
+                    # MLflow 3 opens other kinds of experiment on its GenAI pages
+                    tags={"mlflow.experimentKind": "custom_model_development"},
+                )
             except MlflowException as e:
                 # jobs on other machines do not share our file lock; the tracking store's
                 # unique name is the real arbiter: whoever lost the race uses the winner's
@@ -154,7 +171,7 @@ class MlflowSink:
             tags["qexp.error"] = record.error[-4000:]
         if record.sweep_id:
             tags[TAG_SWEEP] = record.sweep_id
-            sweep_name = f"sweep {Path(record.sweep_id).name}"
+            sweep_name = f"{record.experiment} {Path(record.sweep_id).name}"
             tags["mlflow.parentRunId"] = self.parent_run(exp_id, record.sweep_id, sweep_name)
         run = self.client.create_run(exp_id, run_name=run_name(record), tags=tags)
         rid = run.info.run_id
