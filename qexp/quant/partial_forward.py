@@ -32,9 +32,16 @@ def block_of(name: str, model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def run(model: nn.Module, x: torch.Tensor, start: int = 0, cache: list | None = None):
-    """(output, every block's output) of ``model`` on ``x``, replaying blocks from ``start``
-    with the outputs of blocks before it taken from ``cache`` (a previous call's list)."""
+def run(
+    model: nn.Module,
+    x: torch.Tensor,
+    start: int = 0,
+    cache: list | None = None,
+    stop: int | None = None,
+):
+    """(output, every block's output) of ``model`` on ``x``, replaying blocks ``start`` up to
+    ``stop`` (default: the end) with the outputs of blocks before ``start`` taken from ``cache``
+    (a previous call's list; entries that no later block reads may be None)."""
     seq = blocks(model)
     if seq is None:
         return model(x), None
@@ -46,7 +53,7 @@ def run(model: nn.Module, x: torch.Tensor, start: int = 0, cache: list | None = 
         outs = list(cache[:start])
         y = [o if j in save else None for j, o in enumerate(outs)]
         x = outs[-1]
-    for m in list(seq)[start:]:
+    for m in list(seq)[start:stop]:
         if m.f != -1:
             x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
         x = m(x)

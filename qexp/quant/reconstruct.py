@@ -199,3 +199,87 @@ def collect(
             raise RuntimeError(f"layer {n} never ran during the reconstruction pass")
         out[n] = Rows(torch.cat(xs[n]), torch.cat(ys[n]))
     return out
+
+
+@torch.no_grad()
+def float_targets(
+    fmodel: nn.Module,
+    names: Sequence[str],
+    images: Sequence[np.ndarray],
+    per_image: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, list[torch.Tensor]], dict[str, torch.Tensor]]:
+    """(sampled output positions per layer and image, float targets per layer): one full pass of
+    the float model, which never changes, serves every layer."""
+    gen = torch.Generator().manual_seed(seed)
+    idx: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    ys: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def hook(name: str, layer: nn.Module, act: nn.Module):
+        def fn(_m, _args, out):
+            y = outputs(layer, out)
+            pick = torch.randperm(y.shape[0], generator=gen)[:per_image].to(y.device)
+            idx[name].append(pick)
+            ys[name].append(act(y[pick]).float().cpu())
+
+        return fn
+
+    hooks = []
+    for n in names:
+        layer = fmodel.get_submodule(n)
+        hooks.append(layer.register_forward_hook(hook(n, layer, follower_activation(fmodel, n))))
+    try:
+        fmodel.eval()
+        for img in images:
+            fmodel(torch.from_numpy(np.ascontiguousarray(img)).float().to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return idx, {n: torch.cat(ys[n]) for n in names}
+
+
+class BlockwiseInputs:
+    """The quantized model's inputs to each layer, collected block by block: the outputs of the
+    blocks already finished (with their final rounding) are cached per image, so collecting a
+    layer's rows re-runs only its own block up to that layer, and every layer sees the
+    rounding its predecessors ended with (what sequential AdaRound needs)."""
+
+    def __init__(self, qmodel: nn.Module, images: Sequence[np.ndarray], device) -> None:
+        from qexp.quant import partial_forward
+
+        self.pf, self.q, self.device = partial_forward, qmodel, device
+        self.images = [torch.from_numpy(np.ascontiguousarray(im)).float() for im in images]
+        self.cache: list[list] = [[] for _ in images]
+        self.save = set(qmodel.save)
+
+    @torch.no_grad()
+    def rows(self, name: str, block: int, idx: list[torch.Tensor]) -> torch.Tensor:
+        """(R, D) quantized input patches of layer ``name`` (in ``block``) at ``idx``."""
+        layer = self.q.get_submodule(name)
+        got: list[torch.Tensor] = []
+
+        def pre(_m, args):
+            x = layer.input_quantizer(args[0])
+            got.append(patches(layer, x)[idx[len(got)]].float().cpu())
+            raise _Stop
+
+        h = layer.register_forward_pre_hook(pre)
+        try:
+            for i, x in enumerate(self.images):
+                with contextlib.suppress(_Stop):
+                    self.pf.run(self.q, x.to(self.device), block, self.cache[i] or None, block + 1)
+        finally:
+            h.remove()
+        return torch.cat(got)
+
+    @torch.no_grad()
+    def advance(self, block: int) -> None:
+        """Run ``block`` (now final) on every image and cache its output."""
+        for i, x in enumerate(self.images):
+            _, outs = self.pf.run(
+                self.q, x.to(self.device), block, self.cache[i] or None, block + 1
+            )
+            if block > 0 and block - 1 not in self.save:
+                outs[block - 1] = None  # nobody reads it again: free the memory
+            self.cache[i] = outs

@@ -38,7 +38,7 @@ METRICS = ("map", "mse", "cosine", "sqnr")
 MODES = ("single", "all_but_one")
 DEFAULT_IMAGES = 16
 DEFAULT_MODE = "single"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: output metrics on channel-standardised outputs
 
 
 def units(qmodel: nn.Module, plan: QuantPlan) -> dict[str, list[nn.Module]]:
@@ -76,11 +76,25 @@ def _resumed(model, images, detector, start: int, caches: list | None) -> tuple[
     return np.concatenate(raws), outs
 
 
-def output_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """MSE over every output value; cosine similarity and SQNR (dB) per image, averaged (a
-    global SQNR would only restate the MSE: same reference, same ranking)."""
-    r = ref.astype(np.float64).reshape(len(ref), -1)
-    o = out.astype(np.float64).reshape(len(out), -1)
+def channel_axis(raw: np.ndarray, num_classes: int) -> int:
+    """The axis of a raw output holding box + class channels (4 + nc, or 5 + nc with objectness)."""
+    for ax in range(1, raw.ndim):
+        if raw.shape[ax] in (4 + num_classes, 5 + num_classes):
+            return ax
+    return raw.ndim - 1
+
+
+def output_metrics(ref: np.ndarray, out: np.ndarray, axis: int = -1) -> dict[str, float]:
+    """MSE, cosine similarity and SQNR (dB) of ``out`` against ``ref``, with every output channel
+    (along ``axis``) divided by the reference's standard deviation of that channel: raw outputs
+    mix box coordinates in pixels with scores in 0..1, and unscaled, the boxes alone would
+    decide all three. MSE is over every value; cosine and SQNR are per image, averaged (a
+    global SQNR would only restate the MSE)."""
+    axis = axis % ref.ndim
+    dims = tuple(d for d in range(ref.ndim) if d != axis)
+    std = ref.astype(np.float64).std(axis=dims, keepdims=True) + 1e-6
+    r = (ref / std).reshape(len(ref), -1)
+    o = (out / std).reshape(len(out), -1)
     err = ((o - r) ** 2).sum(1)
     cos = (r * o).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1) + 1e-30)
     sqnr = 10 * np.log10((r**2).sum(1) / np.maximum(err, 1e-30))
@@ -117,7 +131,8 @@ def map_letterboxed(
 
 
 def _score_run(raw, ref, labels, detector, imgsz) -> dict[str, float]:
-    return {"map": map_letterboxed(raw, labels, detector, imgsz), **output_metrics(ref, raw)}
+    axis = channel_axis(ref, int(detector.num_classes))
+    return {"map": map_letterboxed(raw, labels, detector, imgsz), **output_metrics(ref, raw, axis)}
 
 
 def analyze(

@@ -48,13 +48,19 @@ def test_scores_say_larger_is_more_sensitive_in_both_modes():
 
 def test_output_metrics():
     rng = np.random.default_rng(0)
-    ref = rng.normal(size=(2, 84, 30)).astype(np.float32)
-    same = output_metrics(ref, ref)
+    ref = rng.normal(size=(2, 84, 300)).astype(np.float32)
+    same = output_metrics(ref, ref, 1)
     assert same["mse"] == 0 and same["cosine"] == pytest.approx(1.0) and same["sqnr"] >= 100
-    noisy = output_metrics(ref, ref + 0.1 * rng.normal(size=ref.shape))
+    noisy = output_metrics(ref, ref + 0.1 * rng.normal(size=ref.shape), 1)
     assert noisy["mse"] == pytest.approx(0.01, rel=0.1)
     assert noisy["sqnr"] == pytest.approx(20.0, abs=0.5)  # signal var 1, noise var 0.01
     assert 0.99 < noisy["cosine"] < 1.0
+    # channels are standardised: boxes in pixels do not outweigh scores in 0..1
+    scale = np.array([640.0] * 4 + [1.0] * 80, np.float32)[None, :, None]
+    noise = 0.1 * rng.normal(size=ref.shape)
+    scaled = output_metrics(ref * scale, (ref + noise) * scale, 1)
+    plain = output_metrics(ref, ref + noise, 1)
+    assert scaled == pytest.approx(plain, rel=1e-3)
 
 
 @pytest.fixture
