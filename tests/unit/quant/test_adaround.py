@@ -3,6 +3,8 @@ quantizer end to end on the real yolov8n at a tiny image size (real steps, real 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -89,6 +91,40 @@ def test_int8_container_keeps_w4_numbers_and_exports(tmp_path):
     sess = ort.InferenceSession(str(path))
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(got - before.detach().numpy()).max() < 1e-4
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+def test_adaround_without_a_block_list_uses_collection_passes():
+    """A model that is not a YOLO block list: rows come from grouped passes; loss still falls."""
+    from qexp.quant.adaround import adaround, summary
+    from qexp.quant.placement import prepare
+
+    torch.manual_seed(0)
+    fmodel = nn.Sequential(_Block(3, 8), _Block(8, 8), nn.Conv2d(8, 4, 1)).eval()
+    qmodel = copy.deepcopy(fmodel)
+    plan = prepare(qmodel, [], w_bits=4, a_bits=8)
+    for layer in quant_layers(qmodel).values():
+        layer.input_quantizer.set_amax(4.0)
+        w = layer.weight.detach().abs()
+        layer.weight_quantizer.set_amax(w.reshape(w.shape[0], -1).amax(1))
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, 3, 16, 16, generator=g).numpy() for _ in range(8)]
+    cfg = OmegaConf.structured(
+        AdaRoundConfig(w_bits=4, iters=200, rows=1024, batch_rows=256, layers_per_pass=2)
+    )
+    report = adaround(fmodel, qmodel, images, cfg)
+    assert list(report) == plan.quantized
+    s = summary(report)
+    assert s["rec_loss_adaround"] < s["rec_loss_nearest"]
 
 
 @pytest.mark.assets
