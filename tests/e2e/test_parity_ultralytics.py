@@ -101,6 +101,7 @@ def test_sixteen_images_match_ultralytics_val(tmp_path, rect, batch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two full CPU passes; slow under load on a shared 2-core VM
 @pytest.mark.parametrize(("rect", "batch"), [(True, 16), (False, 1)], ids=["rect-b16", "square-b1"])
 def test_coco_val_matches_ultralytics_val(tmp_path, rect, batch):
     """All 206 images; rect-b16 is what ``YOLO(ckpt).val()`` does by default."""
