@@ -71,7 +71,7 @@ def save_stats(directory: Path, stats: dict[str, HistStats], meta: dict) -> None
     """Write arrays, then the manifest naming their hash (the manifest marks a complete entry)."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{_ARRAYS}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **pack(stats))
+    np.savez(tmp, **pack(stats))  # type: ignore[arg-type]
     os.replace(tmp, directory / _ARRAYS)
     manifest = {
         "version": CACHE_VERSION,

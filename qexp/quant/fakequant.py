@@ -9,6 +9,7 @@ The grid is TensorRT's: symmetric, zero point 0, ``[-2^(b-1), 2^(b-1)-1]``, scal
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ class ActQuantizer(nn.Module):
     ``enabled=False`` (the state before calibration) is an identity. ``make_learnable()`` turns
     the scale into a parameter trained with LSQ's gradient (QAT).
     """
+
+    amax: torch.Tensor
 
     def __init__(self, bits: int = 8) -> None:
         super().__init__()
@@ -131,6 +134,7 @@ class _QuantMixin:
 
     input_quantizer: ActQuantizer
     weight_quantizer: WeightQuantizer
+    weight: torch.Tensor
 
     def _init_quant(self, w_bits: int, a_bits: int, per_channel: bool) -> None:
         self.input_quantizer = ActQuantizer(a_bits)
@@ -176,7 +180,7 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return nn.functional.linear(x, self.weight_quantizer(self.weight), self.bias)
 
 
-QUANT_LAYERS: dict[type, type] = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
+QUANT_LAYERS: dict[type, Any] = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
 
 
 def quant_layers(module: nn.Module) -> dict[str, _QuantMixin]:

@@ -9,6 +9,7 @@ from torch import nn
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold ``bn``'s affine transform into ``conv``'s weight and bias, in place."""
+    assert bn.running_var is not None and bn.running_mean is not None, "BN without running stats"
     std = torch.sqrt(bn.running_var + bn.eps)
     gamma = bn.weight if bn.affine else torch.ones_like(std)
     beta = bn.bias if bn.affine else torch.zeros_like(std)

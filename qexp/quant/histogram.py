@@ -41,8 +41,8 @@ class HistStats:
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         x = x.detach().float()
-        mn, mx = torch.aminmax(x)
-        mn, mx = float(mn), float(mx)
+        lo_t, hi_t = torch.aminmax(x)
+        mn, mx = float(lo_t), float(hi_t)
         self.min, self.max = min(self.min, mn), max(self.max, mx)
         self.count += x.numel()
         amax = max(-mn, mx)

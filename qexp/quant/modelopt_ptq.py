@@ -13,6 +13,7 @@ import copy
 import logging
 import time
 from importlib.util import find_spec
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -42,7 +43,7 @@ def check(cfg: DictConfig) -> str | None:
 
 def modelopt_config(method: str, ignored: list[str], fixed: list[str], per_channel: bool) -> dict:
     """ModelOpt's quant_cfg list (0.4x format) for our INT8 scheme."""
-    act = {"num_bits": 8, "axis": None}
+    act: dict[str, Any] = {"num_bits": 8, "axis": None}
     if method != "max":
         act["calibrator"] = "histogram"
     quant_cfg = [

@@ -43,7 +43,8 @@ class QuantPlan:
 
 def quantizable(model: nn.Module) -> tuple[list[str], list[str]]:
     """(quantizable layer names, layers kept float by design), in module order."""
-    layers, fixed = [], []
+    layers: list[str] = []
+    fixed: list[str] = []
     float_prefixes = [n + "." for n, m in model.named_modules() if type(m).__name__ in FLOAT_BLOCKS]
     for name, m in model.named_modules():
         if type(m) in QUANT_LAYERS:

@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import onnx
 import torch
@@ -25,7 +26,7 @@ from qexp.job import Job, content_hash
 from qexp.quant import observers
 from qexp.quant.calibrate import CACHE_VERSION, cached_stats, weights_hash
 from qexp.quant.export import ExportError, count_qdq, write_dynamic_range
-from qexp.quant.fakequant import quant_layers
+from qexp.quant.fakequant import ActQuantizer, quant_layers
 from qexp.quant.fold import fold_batchnorm
 from qexp.quant.histogram import HistStats
 from qexp.quant.ignore import select_ignored
@@ -104,9 +105,10 @@ def set_ranges(
         amaxes[name] = act.act_amax(stats[name], ocfg, qa.bits)
         qa.set_amax(amaxes[name])
         wq = layer.weight_quantizer
-        wq.set_amax(weight.weight_amax(layer.weight, ocfg, wq.bits, wq.per_channel))
+        w = cast(torch.Tensor, layer.weight)
+        wq.set_amax(weight.weight_amax(w, ocfg, wq.bits, wq.per_channel))
     for block, first in plan.residual.items():
-        qmodel.get_submodule(block).residual_quantizer.set_amax(amaxes[first])
+        cast(ActQuantizer, qmodel.get_submodule(block).residual_quantizer).set_amax(amaxes[first])
     return amaxes
 
 
@@ -116,7 +118,7 @@ def export_qdq(detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, ba
     params = inspect.signature(detector.export_onnx).parameters
     if "simplify" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
         # a simplifier may fold or move the Q/DQ pairs TensorRT needs
-        detector.export_onnx(qmodel, path, imgsz, batch, simplify=False)
+        cast(Any, detector).export_onnx(qmodel, path, imgsz, batch, simplify=False)
     else:
         detector.export_onnx(qmodel, path, imgsz, batch)
     model = onnx.load(str(path))
