@@ -17,7 +17,7 @@ demo:  ## the default job: yolov8n fp32 on the shared coco_val subset, ONNX Runt
 	$(BIN)/qexp report --experiment default
 
 test:  ## fast + e2e tests (CPU); slow and GPU tests deselected
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-all:  ## everything, slow tests included (GPU tests skip themselves without a GPU)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
