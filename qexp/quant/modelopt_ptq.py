@@ -9,7 +9,6 @@ residual-add quantizers). ModelOpt is an optional extra: without it the job is S
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from importlib.util import find_spec
@@ -84,13 +83,13 @@ def calibrate_modelopt(model: torch.nn.Module, images, method: str, percentile: 
 def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
     import modelopt.torch.quantization as mtq
 
-    from qexp.quant.ptq import make_deployable
+    from qexp.quant.ptq import float_twin, make_deployable
 
     cfg = job.cfg
     t0 = time.perf_counter()
     imgsz = int(cfg.model.imgsz)
     method = METHODS[str(cfg.observer.act)]
-    model = copy.deepcopy(detector.module).float().eval()
+    model = float_twin(detector.module)  # BN folded first, as in our route and TensorRT
     layers, fixed = quantizable(model)
     ignored = select_ignored(list(cfg.ignore.patterns), model, layers)
     mcfg = modelopt_config(method, ignored, fixed, bool(cfg.quantizer.per_channel))

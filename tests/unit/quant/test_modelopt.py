@@ -1,0 +1,51 @@
+"""impl=modelopt on the tiny net: ModelOpt's calibrators, our Q/DQ export, ORT agreement.
+Skipped when ModelOpt is not installed (it is an optional extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from qexp.job import Job
+from qexp.quant.export import count_qdq
+from qexp.quant.ptq import PTQ
+
+from .conftest import ImageData
+from .test_ptq import IMGSZ, _cfg
+
+pytest.importorskip("modelopt.torch.quantization", reason="ModelOpt not installed")
+
+
+@pytest.mark.parametrize("observer", ["minmax", "entropy"])
+def test_modelopt_route(tiny_detector, tmp_path, observer):
+    cfg = _cfg(**{"quantizer.impl": "modelopt", "observer.act": observer})
+    assert PTQ().check(cfg) is None
+    job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
+    data = ImageData()
+    deploy = PTQ().quantize(job, tiny_detector, data)
+    assert deploy.info["impl"] == "modelopt"
+    assert deploy.info["observer"]["modelopt_method"] == {"minmax": "max"}.get(observer, observer)
+    assert deploy.info["float_by_design"] == ["model.3.dfl.conv"]
+    assert "calib_s" in job.metrics
+    path = deploy.export(tmp_path / "out")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert count_qdq(model)["QuantizeLinear"] >= 2 * 5  # inputs + weights of 5 layers
+    x = data.calibration(IMGSZ, 1)[0]
+    with torch.no_grad():
+        want = deploy.module(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_modelopt_check_reasons():
+    assert "weights with max" in PTQ().check(
+        _cfg(**{"quantizer.impl": "modelopt", "observer.weight": "mse"})
+    )
+    assert "no calibrator" in PTQ().check(
+        _cfg(**{"quantizer.impl": "modelopt", "observer.act": "histogram"})
+    )
