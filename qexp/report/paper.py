@@ -32,14 +32,24 @@ def available() -> list[str]:
 def load_paper(name: str) -> dict[str, Any]:
     """The ``paper`` node of conf/paper/NAME.yaml, composed (and checked) by Hydra."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from qexp.config.store import register_configs
 
     if name not in available():
         raise ValueError(f"no paper config {name!r} in {CONF_DIR / 'paper'} (have: {available()})")
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"paper={name}"])
+    # at the end of a sweep (the report callback) Hydra is still initialised: compose in a
+    # clean global state, then put the sweep's back
+    gh = GlobalHydra.instance()
+    saved = gh.hydra if gh.is_initialized() else None
+    gh.clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"paper={name}"])
+    finally:
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
     paper = OmegaConf.to_container(cfg.paper, resolve=True)
     assert isinstance(paper, dict)
     return {str(k): v for k, v in paper.items()}
