@@ -8,6 +8,8 @@ quantized routes the observer / calibrator / ignore choices and the calibration 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import inspect
 import logging
@@ -39,6 +41,18 @@ def _version(pkg: str) -> str:
         return ""
 
 
+@functools.cache
+def _code_fingerprint() -> str:
+    """Hash of the sources that shape an exported graph (model families, quantizers), so an
+    edited quantizer never reuses a stale Q/DQ file from the cache."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in ("models", "quant"):
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def export_key(cfg: Any, deploy: Deployable, batch: int) -> dict[str, Any]:
     weights = str(cfg.model.weights)
     key: dict[str, Any] = {
@@ -50,6 +64,7 @@ def export_key(cfg: Any, deploy: Deployable, batch: int) -> dict[str, Any]:
         "precision": deploy.precision,
         "quantizer": _plain(cfg.quantizer),
         "versions": [EXPORT_VERSION, _version("torch"), _version("ultralytics"), _version("onnx")],
+        "code": _code_fingerprint(),
     }
     if deploy.route != "float":
         for axis in ("observer", "calibrator", "ignore"):
