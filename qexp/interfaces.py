@@ -41,13 +41,16 @@ class Detector(Protocol):
         """The single raw prediction tensor out of ``module``'s forward output."""
         ...
 
-    def decode(self, raw: np.ndarray) -> list[np.ndarray]:
+    def decode(self, raw: np.ndarray, nms: Any = None) -> list[np.ndarray]:
         """Raw batch output -> per image (N, 6) [x1, y1, x2, y2, conf, cls] after NMS,
         in the letterboxed input's pixel coordinates."""
         ...
 
-    def export_onnx(self, module: torch.nn.Module, path: Path, imgsz: int, batch: int) -> Path:
-        """Export ``module`` (this detector's float module or a quantized twin) to ONNX."""
+    def export_onnx(
+        self, module: torch.nn.Module, path: Path, imgsz: int, batch: int, **kw: Any
+    ) -> Path:
+        """Export ``module`` (this detector's float module or a quantized twin) to ONNX;
+        ``simplify``, ``dynamic`` and ``opset`` keywords are accepted."""
         ...
 
 
@@ -58,8 +61,16 @@ class EvalData(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batches(self, imgsz: int, batch: int, stride: int) -> Any:
+    def batches(self, imgsz: int, batch: int, stride: int, rect: bool | None = None) -> Any:
         """Iterate ``Batch`` objects (letterboxed float32 NCHW + metadata)."""
+        ...
+
+    def calibration_samples(self, imgsz: int, num: int | None = None) -> Any:
+        """Calibration images with their YOLO labels (QAT's train split)."""
+        ...
+
+    def ground_truth(self, num_classes: int) -> Any:
+        """COCO ground truth checked against the model's class count."""
         ...
 
     def calibration(self, imgsz: int, num: int | None = None) -> list[np.ndarray]:
