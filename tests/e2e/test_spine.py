@@ -54,7 +54,10 @@ def test_sweep_records_mlflow_report_resume(qexp):
     run = by_record[fp32.record_id]
     assert run.data.params["quantizer"] == "none"
     assert run.data.metrics["map50_95"] == pytest.approx(fp32.metrics["map50_95"])
-    arts = {a.path for a in MlflowClient(f"sqlite:///{out / 'mlflow.db'}").list_artifacts(run.info.run_id)}
+    arts = {
+        a.path
+        for a in MlflowClient(f"sqlite:///{out / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    }
     assert {"result.json", "config.yaml"} <= arts
 
     rep = qexp("report", "--experiment", "spine", "--uri", f"sqlite:///{out / 'mlflow.db'}")
