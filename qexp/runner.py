@@ -64,7 +64,7 @@ def canonical(cfg: DictConfig) -> dict[str, Any]:
     for axis, neutral in NEUTRAL.items():
         if axis not in consumed:
             d[axis] = {"name": neutral}
-    return d
+    return {str(k): v for k, v in d.items()}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -226,7 +226,7 @@ def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record
         "%s %s%s",
         record.status,
         " ".join(f"{k}={v}" for k, v in record.choices.items()),
-        f" ({record.reason or record.error.splitlines()[0]})"
+        f" ({(record.reason or record.error or '').splitlines()[0]})"
         if (record.reason or record.error)
         else "",
     )
