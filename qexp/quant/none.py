@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -9,6 +10,18 @@ from omegaconf import DictConfig
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job
 from qexp.registry import QUANTIZERS
+
+
+def float_export(detector: Detector, imgsz: int) -> Callable[..., Path]:
+    """The export of the float module: every route that hands TensorRT an fp32 ONNX uses it."""
+
+    def export(out_dir: Path, batch: int = 1) -> Path:
+        path = Path(out_dir) / f"{detector.name}_fp32_{imgsz}_b{batch}.onnx"
+        if not path.exists():
+            detector.export_onnx(detector.module, path, imgsz, batch)
+        return path
+
+    return export
 
 
 @QUANTIZERS.register("none")
@@ -21,14 +34,7 @@ class NoQuantizer:
         return None
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        imgsz = int(job.cfg.model.imgsz)
-
-        def export(out_dir: Path, batch: int = 1) -> Path:
-            path = Path(out_dir) / f"{detector.name}_fp32_{imgsz}_b{batch}.onnx"
-            if not path.exists():
-                detector.export_onnx(detector.module, path, imgsz, batch)
-            return path
-
+        export = float_export(detector, int(job.cfg.model.imgsz))
         return Deployable(
             detector=detector,
             module=detector.module,

@@ -9,7 +9,6 @@ SKIPS the job with that reason (quantizer=ptq export=qdq is the route that survi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -40,14 +39,9 @@ class TrtBuiltinQuantizer:
         return None
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        imgsz = int(job.cfg.model.imgsz)
+        from qexp.quant.none import float_export
 
-        def export(out_dir: Path, batch: int = 1) -> Path:
-            path = Path(out_dir) / f"{detector.name}_fp32_{imgsz}_b{batch}.onnx"
-            if not path.exists():
-                detector.export_onnx(detector.module, path, imgsz, batch)
-            return path
-
+        export = float_export(detector, int(job.cfg.model.imgsz))
         return Deployable(
             detector=detector,
             module=detector.module,
