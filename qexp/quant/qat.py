@@ -48,7 +48,7 @@ class QATConfig(PTQConfig):
     name: str = "qat"
     epochs: int = 3
     lr: float = 1e-4  # weights and biases (Adam)
-    scale_lr: float = 1e-2  # learnable amax (LSQ): Adam step relative to each amax's PTQ value
+    scale_lr: float = 1e-4  # learnable amax (LSQ)
     batch: int = 8
     weight_decay: float = 0.0
     learn_scales: bool = True  # LSQ-style trainable scales; False: scales stay as PTQ set them
@@ -95,15 +95,8 @@ def _flip(x: torch.Tensor, labels: list[np.ndarray], mask: np.ndarray):
 class Trainer:
     """The fine-tuning loop (one object so tests can run a few steps and read the losses)."""
 
-    def __init__(
-        self, qmodel, fmodel, cfg, num_classes: int, family: str, device, frozen=()
-    ) -> None:
+    def __init__(self, qmodel, fmodel, cfg, num_classes: int, family: str, device) -> None:
         self.q, self.f, self.cfg, self.nc, self.device = qmodel, fmodel, cfg, num_classes, device
-        # ultralytics' fuse() builds its folded convs with requires_grad=False: train them all,
-        # except the layers that are fixed arithmetic (``frozen``: DFL's constant 0..15 conv)
-        fixed = tuple(f"{n}." for n in frozen)
-        for name, p in qmodel.named_parameters():
-            p.requires_grad_(not name.startswith(fixed))
         self.use_det = cfg.loss in ("det", "det+distill")
         self.use_kd = cfg.loss in ("distill", "det+distill")
         self.logits = family == "ultralytics" and head_name(qmodel) is not None
@@ -117,9 +110,8 @@ class Trainer:
         ids = {id(p) for p in scales}
         weights = [p for p in qmodel.parameters() if id(p) not in ids and p.requires_grad]
         groups = [{"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-        for p in scales:  # a step relative to the scale's size: amax spans 1e-3 to 1e2
-            lr = float(cfg.scale_lr) * float(p.detach().abs().mean().clamp_min(1e-8))
-            groups.append({"params": [p], "lr": lr, "weight_decay": 0.0})
+        if scales:
+            groups.append({"params": scales, "lr": cfg.scale_lr, "weight_decay": 0.0})
         self.opt = torch.optim.AdamW(groups)
         head = qmodel.get_submodule(head_name(qmodel)) if self.logits else None
         self.reg_max = int(getattr(head, "reg_max", 16))
@@ -268,7 +260,7 @@ class QAT:
             epochs = meta["epochs"]
             log.info("qat: fine-tuned weights loaded from the cache %s", directory)
         else:
-            epochs = self._train(job, detector, data, fmodel, qmodel, n_img, plan.fixed)
+            epochs = self._train(job, detector, data, fmodel, qmodel, n_img)
             model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs})
             job.log_metrics({"qat_s": time.perf_counter() - t})
         low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
@@ -291,7 +283,7 @@ class QAT:
         return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))
 
     @staticmethod
-    def _train(job, detector, data, fmodel, qmodel, n_img: int, frozen) -> list[dict]:
+    def _train(job, detector, data, fmodel, qmodel, n_img: int) -> list[dict]:
         """Fine-tune ``qmodel`` in place (on the GPU when present). Returns per-epoch losses."""
         cfg, q = job.cfg, job.cfg.quantizer
         samples = list(data.calibration_samples(int(cfg.model.imgsz), n_img))
@@ -299,7 +291,7 @@ class QAT:
         fmodel.to(device)
         qmodel.to(device)
         family = str(cfg.model.family)
-        trainer = Trainer(qmodel, fmodel, q, int(detector.num_classes), family, device, frozen)
+        trainer = Trainer(qmodel, fmodel, q, int(detector.num_classes), family, device)
         with torch.enable_grad():
             epochs = train(
                 trainer, samples, int(q.epochs), int(q.batch), bool(q.hflip), int(cfg.seed),

@@ -38,7 +38,7 @@ METRICS = ("map", "mse", "cosine", "sqnr")
 MODES = ("single", "all_but_one")
 DEFAULT_IMAGES = 16
 DEFAULT_MODE = "single"
-CACHE_VERSION = 3  # 3: output metrics with boxes and scores standardised apart
+CACHE_VERSION = 2  # 2: output metrics on channel-standardised outputs
 
 
 def units(qmodel: nn.Module, plan: QuantPlan) -> dict[str, list[nn.Module]]:
@@ -85,20 +85,16 @@ def channel_axis(raw: np.ndarray, num_classes: int) -> int:
 
 
 def output_metrics(ref: np.ndarray, out: np.ndarray, axis: int = -1) -> dict[str, float]:
-    """MSE, cosine similarity and SQNR (dB) of ``out`` against ``ref``, with the box channels
-    (the first 4 along ``axis``) and the score channels (the rest) each divided by the
-    reference's standard deviation over that group: raw outputs mix box coordinates in pixels
-    with scores in 0..1, and unscaled the boxes alone decide all three metrics. (Per channel
-    would overweight class channels that are almost always ~0.) MSE is over every value; cosine
-    and SQNR are per image, averaged (a global SQNR would only restate the MSE)."""
+    """MSE, cosine similarity and SQNR (dB) of ``out`` against ``ref``, with every output channel
+    (along ``axis``) divided by the reference's standard deviation of that channel: raw outputs
+    mix box coordinates in pixels with scores in 0..1, and unscaled, the boxes alone would
+    decide all three. MSE is over every value; cosine and SQNR are per image, averaged (a
+    global SQNR would only restate the MSE)."""
     axis = axis % ref.ndim
-    ref64, out64 = np.moveaxis(ref.astype(np.float64), axis, -1), np.moveaxis(out, axis, -1)
-    scale = np.ones(ref64.shape[-1])
-    groups = [slice(0, 4), slice(4, None)] if ref64.shape[-1] > 4 else [slice(None)]
-    for g in groups:
-        scale[g] = ref64[..., g].std() + 1e-12
-    r = (ref64 / scale).reshape(len(ref), -1)
-    o = (out64 / scale).reshape(len(out), -1)
+    dims = tuple(d for d in range(ref.ndim) if d != axis)
+    std = ref.astype(np.float64).std(axis=dims, keepdims=True) + 1e-6
+    r = (ref / std).reshape(len(ref), -1)
+    o = (out / std).reshape(len(out), -1)
     err = ((o - r) ** 2).sum(1)
     cos = (r * o).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1) + 1e-30)
     sqnr = 10 * np.log10((r**2).sum(1) / np.maximum(err, 1e-30))

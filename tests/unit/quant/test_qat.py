@@ -74,7 +74,7 @@ def test_qat_steps_lower_the_loss_on_labelled_images(tiny, loss):
     labels = [s[1] for s in samples]
     lr = 1e-3 if loss == "det" else 3e-4  # distillation starts near its optimum: smaller steps
     qcfg = OmegaConf.merge(cfg.quantizer, {"lr": lr, "scale_lr": lr})
-    trainer = Trainer(qmodel, fmodel, qcfg, det.num_classes, "ultralytics", "cpu", plan.fixed)
+    trainer = Trainer(qmodel, fmodel, qcfg, det.num_classes, "ultralytics", "cpu")
 
     def measure() -> float:  # the same batch, no update: what the steps did to the loss
         with torch.no_grad():

@@ -55,7 +55,7 @@ def test_output_metrics():
     assert noisy["mse"] == pytest.approx(0.01, rel=0.1)
     assert noisy["sqnr"] == pytest.approx(20.0, abs=0.5)  # signal var 1, noise var 0.01
     assert 0.99 < noisy["cosine"] < 1.0
-    # boxes and scores are standardised apart: boxes in pixels do not outweigh scores in 0..1
+    # channels are standardised: boxes in pixels do not outweigh scores in 0..1
     scale = np.array([640.0] * 4 + [1.0] * 80, np.float32)[None, :, None]
     noise = 0.1 * rng.normal(size=ref.shape)
     scaled = output_metrics(ref * scale, (ref + noise) * scale, 1)
