@@ -4,11 +4,14 @@
 its histogram calibrator with that method. Weights: per-channel ``max`` (axis 0), ModelOpt's
 INT8 default. ``ignore`` patterns become ModelOpt's ``quantizer_name`` wildcards; DFL stays
 float as in our route. ModelOpt places quantizers on Conv/Linear inputs and weights only (no
-residual-add quantizers). ModelOpt is an optional extra: without it the job is SKIPPED.
+residual-add quantizers). The calibrated amaxes are cached on disk, so the jobs of a sweep
+that differ only in backend calibrate once. ModelOpt is an optional extra: without it the job
+is SKIPPED.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import time
 from importlib.util import find_spec
@@ -19,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
+from qexp.quant import model_cache
+from qexp.quant.calibrate import weights_hash
 from qexp.quant.ignore import select_ignored
 from qexp.quant.placement import quantizable
 
@@ -61,14 +66,11 @@ def modelopt_config(method: str, ignored: list[str], fixed: list[str], per_chann
 def calibrate_modelopt(model: torch.nn.Module, images, method: str, percentile: float) -> None:
     """One pass collecting ModelOpt's stats, then each quantizer loads its amax by ``method``."""
     from modelopt.torch.quantization.model_calib import enable_stats_collection
-    from modelopt.torch.quantization.nn import TensorQuantizer
 
     enable_stats_collection(model)
     for img in images:
         model(torch.from_numpy(img))
-    for _, q in model.named_modules():
-        if not isinstance(q, TensorQuantizer) or q._disabled:
-            continue
+    for q in _quantizers(model).values():
         cal = getattr(q, "_calibrator", None)
         if cal is not None:
             if type(cal).__name__ == "HistogramCalibrator":
@@ -76,6 +78,35 @@ def calibrate_modelopt(model: torch.nn.Module, images, method: str, percentile: 
                 q.load_calib_amax(method, **kw)
             else:
                 q.load_calib_amax()
+        q.enable_quant()
+        q.disable_calib()
+
+
+def _quantizers(model: torch.nn.Module) -> dict[str, Any]:
+    """Name -> every enabled ModelOpt TensorQuantizer of ``model``."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return {
+        n: q for n, q in model.named_modules() if isinstance(q, TensorQuantizer) and not q._disabled
+    }
+
+
+def amax_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The calibrated amax of every enabled quantizer (what calibration decided)."""
+    return {n: q.amax.detach().clone() for n, q in _quantizers(model).items() if q.amax is not None}
+
+
+@torch.no_grad()
+def load_amax_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Calibrated state from :func:`amax_state`: amaxes set, quantization on, calibration off."""
+    quantizers = _quantizers(model)
+    if not set(state) <= set(quantizers):
+        raise KeyError(
+            f"cached ModelOpt amaxes for absent quantizers: {set(state) - set(quantizers)}"
+        )
+    for n, q in quantizers.items():
+        if n in state:
+            q.amax = state[n]
         q.enable_quant()
         q.disable_calib()
 
@@ -93,13 +124,24 @@ def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
     layers, fixed = quantizable(model)
     ignored = select_ignored(list(cfg.ignore.patterns), model, layers)
     mcfg = modelopt_config(method, ignored, fixed, bool(cfg.quantizer.per_channel))
-    model = mtq.quantize(model, mcfg)  # inserts quantizers; calibration below
     num = OmegaConf.select(cfg, "data.calib.num")
-    images = data.calibration(imgsz, num)
+    key = (
+        "modelopt", importlib.metadata.version("nvidia-modelopt"), weights_hash(model), imgsz,
+        OmegaConf.to_container(cfg.data.calib, resolve=True), num, mcfg,
+        float(cfg.observer.percentile),
+    )  # fmt: skip
+    model = mtq.quantize(model, mcfg)  # inserts quantizers; calibration below
+    directory = job.cache("modelopt", *key)
+    cached = model_cache.load(directory)
     t = time.perf_counter()
-    calibrate_modelopt(
-        model, job.track(images, "modelopt calibration"), method, float(cfg.observer.percentile)
-    )
+    if cached is not None:
+        load_amax_state(model, cached[0])
+        log.info("modelopt: calibrated amaxes loaded from the cache %s", directory)
+    else:
+        images = data.calibration(imgsz, num)
+        percentile = float(cfg.observer.percentile)
+        calibrate_modelopt(model, job.track(images, "modelopt calibration"), method, percentile)
+        model_cache.save(directory, amax_state(model), {"seconds": time.perf_counter() - t})
     calib_s = time.perf_counter() - t
     job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
     quantized = [n for n in layers if n not in ignored]
@@ -109,6 +151,7 @@ def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
         "float_by_design": fixed,
         "observer": {"act": str(cfg.observer.act), "weight": "minmax", "modelopt_method": method},
         "impl": "modelopt",
+        "calib_cache": "hit" if cached is not None else "miss",
     }
     tag = "mo_" + content_hash(method, ignored, float(cfg.observer.percentile), n=8)
     return make_deployable(detector, model, "qdq", imgsz, tag, info)

@@ -49,3 +49,23 @@ def test_modelopt_check_reasons():
     assert "no calibrator" in PTQ().check(
         _cfg(**{"quantizer.impl": "modelopt", "observer.act": "histogram"})
     )
+
+
+def test_modelopt_calibration_cached(tiny_detector, tmp_path):
+    """A second job with the same calibration (e.g. another backend) loads the amaxes."""
+    from qexp.quant.modelopt_ptq import amax_state
+
+    cfg = _cfg(**{"quantizer.impl": "modelopt", "observer.act": "entropy"})
+    data = ImageData()
+    deploys = []
+    for i in range(2):
+        job = Job(cfg=cfg, dir=tmp_path / f"job{i}", cache_dir=tmp_path / "cache")
+        deploys.append(PTQ().quantize(job, tiny_detector, data))
+    assert [d.info["calib_cache"] for d in deploys] == ["miss", "hit"]
+    assert data.calls == 1  # the calibration images were read once
+    first, second = (amax_state(d.module) for d in deploys)
+    assert first.keys() == second.keys() and len(first) >= 2 * 5
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    x = torch.from_numpy(data.calibration(IMGSZ, 1)[0])
+    with torch.no_grad():
+        assert torch.equal(deploys[0].module(x), deploys[1].module(x))
