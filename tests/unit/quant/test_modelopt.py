@@ -69,3 +69,30 @@ def test_modelopt_calibration_cached(tiny_detector, tmp_path):
     x = torch.from_numpy(data.calibration(IMGSZ, 1)[0])
     with torch.no_grad():
         assert torch.equal(deploys[0].module(x), deploys[1].module(x))
+
+
+def test_modelopt_calibration_batched(tiny_detector):
+    """Calibration feeds batches (ModelOpt's histograms stay near their bin count); the max
+    calibrator gives the same amaxes as one image at a time."""
+    import modelopt.torch.quantization as mtq
+
+    from qexp.quant.modelopt_ptq import amax_state, batched, calibrate_modelopt, modelopt_config
+    from qexp.quant.placement import quantizable
+    from qexp.quant.ptq import float_twin
+
+    images = ImageData().calibration(IMGSZ, 20)
+    assert [b.shape[0] for b in batched(images, 16)] == [16, 4]
+    amaxes, calls = [], []
+    for batch in (1, 16):
+        model = float_twin(tiny_detector.module)
+        _, fixed = quantizable(model)
+        model = mtq.quantize(model, modelopt_config("max", [], fixed, True))
+        n = [0]
+        model.register_forward_pre_hook(lambda _m, _a, n=n: n.__setitem__(0, n[0] + 1))
+        calibrate_modelopt(model, images, "max", 99.99, batch=batch)
+        amaxes.append(amax_state(model))
+        calls.append(n[0])
+    assert calls == [20, 2]
+    assert amaxes[0].keys() == amaxes[1].keys()
+    for k in amaxes[0]:  # equal up to the last bits a batched convolution changes
+        torch.testing.assert_close(amaxes[0][k], amaxes[1][k], rtol=1e-5, atol=0)
