@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         "--perturb",
         default="model.0.conv:+1,model.0.conv:-1",
         help="comma-separated LAYER:+1|-1: move LAYER's output (LAYER *: every quantized "
-        "layer's) by one ulp up or down",
+        "layer's) by one ulp up or down; threads:N: run torch on N threads",
     )
     ap.add_argument("--map", action="store_true", help="also evaluate mAP of every variant")
     args = ap.parse_args(argv)
@@ -122,11 +122,16 @@ def main(argv: list[str]) -> int:
     handles = [m.register_forward_hook(record) for m in quantizers]
 
     class Perturbed:
-        """LAYER:+1|-1 (``*``: every quantized layer): output moved by one ulp while held."""
+        """LAYER:+1|-1 (``*``: every quantized layer): output moved by one ulp while held;
+        threads:N: torch on N threads (another summation order in oneDNN's convolutions)."""
 
         def __init__(self, spec: str) -> None:
-            layer, sign = spec.rsplit(":", 1)
-            direction = float("inf") if float(sign) > 0 else -float("inf")
+            layer, arg = spec.rsplit(":", 1)
+            self.handles = []
+            if layer == "threads":
+                torch.set_num_threads(int(arg))
+                return
+            direction = float("inf") if float(arg) > 0 else -float("inf")
             names = quantized_layers(qmodel) if layer == "*" else [layer]
             self.handles = [
                 qmodel.get_submodule(n).register_forward_hook(
@@ -136,6 +141,7 @@ def main(argv: list[str]) -> int:
             ]
 
         def remove(self) -> None:
+            torch.set_num_threads(1)
             for h in self.handles:
                 h.remove()
 
@@ -205,10 +211,10 @@ def main(argv: list[str]) -> int:
             flip[k] += np.array(diff) / args.images
             raw_d[k].append(float(np.abs(raw - t_raw).mean()))
     print(f"same input, different quantized value (torch vs ORT): {local} of {same_total}")
-    print(f"torch vs ..., on {args.images} images: quantized values one or more steps apart "
+    print(f"torch against ..., {args.images} images: share of quantized values a step or more apart "
           "(mean / max over quantizers), raw output mean |diff|")  # fmt: skip
     for k in flip:
-        name = "ONNX Runtime" if k == "ort" else f"torch, 1 ulp on {k}"
+        name = "ONNX Runtime" if k == "ort" else f"torch with {k}"
         print(f"  {name:40s} {flip[k].mean():.4f} / {flip[k].max():.4f}   {np.mean(raw_d[k]):.5f}")
     if not args.map:
         return 0
