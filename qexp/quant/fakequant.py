@@ -69,7 +69,7 @@ class ActQuantizer(nn.Module):
         if self.learnable and self.training:
             grad_factor = 1.0 / (x.numel() * hi) ** 0.5  # LSQ's step-size gradient scale
             return torch._fake_quantize_learnable_per_tensor_affine(
-                x, self.scale().reshape(1), torch.zeros(1), lo, hi, grad_factor
+                x, self.scale().reshape(1), torch.zeros(1, device=x.device), lo, hi, grad_factor
             )
         zero = torch.zeros((), dtype=torch.int32, device=x.device)
         return torch.fake_quantize_per_tensor_affine(x, self.scale().detach(), zero, lo, hi)
