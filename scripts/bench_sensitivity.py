@@ -1,8 +1,8 @@
 """Partial quantization from every ranking of the sensitivity analysis, evaluated on the eval set.
 
-`qexp ... ignore=sensitivity_topk` ranks by ``ignore.metric`` in mode ``single`` (the schema
-has no ``ignore.mode`` field yet); this script also tries mode ``all_but_one``, for each metric
-and k, on the cached analysis of the given config, with the torch fake-quant model.
+`qexp ... ignore=sensitivity_topk` ranks by one ``ignore.metric`` in one ``ignore.mode``; this
+script evaluates every (mode, metric, k) on the cached analysis of the given config, with the
+torch fake-quant model, and prints one table.
 
     OMP_NUM_THREADS=1 python scripts/bench_sensitivity.py experiment=sensitivity \\
         --modes single,all_but_one --metrics map,mse,cosine,sqnr --ks 3,5

@@ -87,6 +87,8 @@ class IgnoreConfig:
     patterns: list[str] = field(default_factory=list)  # globs over module names
     k: int = 0  # sensitivity_topk: layers kept in float
     metric: str = "mse"  # sensitivity metric: map | mse | cosine | sqnr
+    mode: str = "single"  # sensitivity: each layer quantized alone | all_but_one
+    images: int = 16  # sensitivity: labelled calibration images each run is scored on
 
 
 @dataclass

@@ -36,8 +36,6 @@ from qexp.quant.placement import QuantPlan
 log = logging.getLogger("qexp")
 METRICS = ("map", "mse", "cosine", "sqnr")
 MODES = ("single", "all_but_one")
-DEFAULT_IMAGES = 16
-DEFAULT_MODE = "single"
 CACHE_VERSION = 2  # 2: output metrics on channel-standardised outputs
 
 
@@ -205,12 +203,11 @@ def ranking(result: dict, mode: str, metric: str) -> list[str]:
 
 
 def ignore_settings(cfg) -> tuple[int, str, str, int]:
-    """(k, metric, mode, images) of ``cfg.ignore`` (mode/images: defaults where the schema has no
-    such field)."""
+    """(k, metric, mode, images) of ``cfg.ignore``, checked."""
     ig = cfg.ignore
-    k, metric = int(ig.k), str(ig.metric)
-    mode = str(OmegaConf.select(cfg, "ignore.mode", default=DEFAULT_MODE))
-    images = int(OmegaConf.select(cfg, "ignore.images", default=DEFAULT_IMAGES))
+    k, metric, mode, images = int(ig.k), str(ig.metric), str(ig.mode), int(ig.images)
+    if images < 1:
+        raise ValueError(f"ignore.images={images}: score each run on at least one image")
     if k < 0:
         raise ValueError(f"ignore.k={k}: the number of layers kept float must be >= 0")
     if metric not in METRICS:

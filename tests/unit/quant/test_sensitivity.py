@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import open_dict
 
 from qexp.job import Job
 from qexp.quant.sensitivity import (
     ignore_patterns,
+    ignore_settings,
     output_metrics,
     ranking,
     raw_outputs,
@@ -71,10 +73,8 @@ def tiny(tmp_path, compose, assets):
     def make(name: str, *overrides):
         cfg = compose(
             ["quantizer=ptq", "ignore=sensitivity_topk", "data=tiny", "model.imgsz=64",
-             "data.calib.num=4", "data.max_images=2", *overrides]
+             "data.calib.num=4", "data.max_images=2", "ignore.images=3", *overrides]
         )  # fmt: skip
-        with open_dict(cfg.ignore):  # ignore.images is not in the base schema yet (default 32)
-            cfg.ignore.images = 3
         job = Job(cfg=cfg, dir=tmp_path / name, cache_dir=tmp_path / "cache")
         det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
         return cfg, job, det, load_eval_data(cfg.data, job)
@@ -122,10 +122,20 @@ def test_sensitivity_topk_ranks_caches_and_keeps_layers_float(tiny):
     assert np.allclose(raw_outputs(qmodel, images, det), ref, atol=1e-4)  # all off = float
 
 
-def test_bad_settings_name_the_option(tiny, assets):
-    cfg, job, det, data = tiny("job", "ignore.k=-1")
-    with pytest.raises(ValueError, match="ignore.k=-1"):
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("ignore.k=-1", "ignore.k=-1"), ("ignore.mode=bogus", "ignore.mode='bogus'"),
+     ("ignore.images=0", "ignore.images=0"), ("ignore.metric=l1", "ignore.metric='l1'")],
+)  # fmt: skip
+def test_bad_settings_name_the_option(tiny, assets, override, named):
+    cfg, job, det, data = tiny("job", override)
+    with pytest.raises(ValueError, match=re.escape(named)):
         ignore_patterns(job, det, data)
+
+
+def test_mode_and_images_are_config_options(tiny, assets):
+    cfg, *_ = tiny("job", "ignore.mode=all_but_one", "ignore.images=8")
+    assert ignore_settings(cfg)[2:] == ("all_but_one", 8)
 
 
 @pytest.mark.assets
