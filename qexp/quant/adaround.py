@@ -24,17 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
-from qexp.quant import model_cache, observers, partial_forward
+from qexp.quant import model_cache, partial_forward
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.fakequant import quant_layers
-from qexp.quant.ptq import PTQConfig, calibrate, make_deployable, prepare_model, set_ranges
+from qexp.quant.ptq import PTQConfig, calibrated, check_weight_observer, make_deployable
 from qexp.quant.reconstruct import (
     BlockwiseInputs,
     Rows,
@@ -254,15 +254,6 @@ def summary(report: dict[str, dict]) -> dict:
     }
 
 
-def _cache_key(fmodel: nn.Module, cfg: DictConfig, quantized: list[str], num: int) -> tuple:
-    return (
-        "adaround", CACHE_VERSION, weights_hash(fmodel), int(cfg.model.imgsz),
-        OmegaConf.to_container(cfg.data.calib, resolve=True), num,
-        OmegaConf.to_container(cfg.observer, resolve=True), model_cache.quantizer_key(cfg),
-        quantized, int(cfg.seed),
-    )  # fmt: skip
-
-
 @QUANTIZERS.register("adaround", schema=AdaRoundConfig)
 class AdaRound:
     consumes: frozenset[str] = frozenset({"observer", "ignore"})
@@ -283,23 +274,17 @@ class AdaRound:
             return "quantizer.iters must be >= 0, quantizer.rows and batch_rows >= 1"
         if not 0 <= float(q.warmup) < 1:
             return f"quantizer.warmup={q.warmup}: a fraction in [0, 1)"
-        if not observers.get(cfg.observer.weight).weights:
-            return f"observer.weight={cfg.observer.weight} calibrates activations only"
-        return None
+        return check_weight_observer(cfg)
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        from qexp.quant.sensitivity import ignore_patterns
-
         cfg, q = job.cfg, job.cfg.quantizer
         t0 = time.perf_counter()
         imgsz = int(cfg.model.imgsz)
-        patterns = ignore_patterns(job, detector, data)
-        fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, bool(q.fold_bn))
-        num = OmegaConf.select(cfg, "data.calib.num")
-        stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
-        amax = set_ranges(qmodel, plan, stats, cfg.observer)
-        n_img = int(q.images if q.images is not None else (num or 128))
-        directory = job.cache("adaround", *_cache_key(fmodel, cfg, plan.quantized, n_img))
+        c = calibrated(job, detector, data)
+        qmodel, plan = c.qmodel, c.plan
+        n_img = model_cache.train_images(cfg)
+        key = model_cache.key("adaround", CACHE_VERSION, c.fmodel, cfg, plan.quantized, n_img)
+        directory = job.cache("adaround", *key)
         cached = model_cache.load(directory, CACHE_FILES)
         t = time.perf_counter()
         if cached is not None:
@@ -312,7 +297,7 @@ class AdaRound:
         else:
             images = data.calibration(imgsz, n_img)
             report = adaround(
-                fmodel, qmodel, images, q, int(cfg.seed), job.track, pick_device(str(q.device))
+                c.fmodel, qmodel, images, q, int(cfg.seed), job.track, pick_device(str(q.device))
             )
             baked = {n: m.weight for n, m in quant_layers(qmodel).items() if n in report}
             model_cache.save(directory, baked, report, CACHE_FILES)
@@ -322,13 +307,11 @@ class AdaRound:
         rep_path = job.path("adaround_layers.json")
         rep_path.write_text(json.dumps(report, indent=1))
         job.add_artifact("adaround_layers", rep_path)
-        job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
+        job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
         info = {
-            **plan.info(),
-            "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
-            "calib_cache": "hit" if hit else "miss",
-            "calib_images": num,
-            "act_amax": {k: round(v, 6) for k, v in amax.items()},
+            **c.info(cfg.observer),
+            "calib_images": c.num,
+            "act_amax": c.act_amax(),
             "adaround": {**summary(report), "images": n_img, "cache": str(directory)},
             "int8_container_layers": len(low),
         }

@@ -9,7 +9,7 @@ The grid is TensorRT's: symmetric, zero point 0, ``[-2^(b-1), 2^(b-1)-1]``, scal
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -20,20 +20,15 @@ def qrange(bits: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
-class ActQuantizer(nn.Module):
-    """Per-tensor symmetric activation fake-quant with a calibrated ``amax``.
-
-    ``enabled=False`` (the state before calibration) is an identity. ``make_learnable()`` turns
-    the scale into a parameter trained with LSQ's gradient (QAT).
-    """
+class _Quantizer(nn.Module):
+    """A symmetric ``bits``-wide quantizer with step ``amax / qmax``; an identity until enabled."""
 
     amax: torch.Tensor
 
-    def __init__(self, bits: int = 8) -> None:
+    def __init__(self, bits: int) -> None:
         super().__init__()
         self.bits = bits
         self.enabled = False
-        self.learnable = False
         self.register_buffer("amax", torch.tensor(float("nan")))
 
     @property
@@ -42,6 +37,18 @@ class ActQuantizer(nn.Module):
 
     def scale(self) -> torch.Tensor:
         return self.amax / self.qmax
+
+
+class ActQuantizer(_Quantizer):
+    """Per-tensor symmetric activation fake-quant with a calibrated ``amax``.
+
+    ``enabled=False`` (the state before calibration) is an identity. ``make_learnable()`` turns
+    the scale into a parameter trained with LSQ's gradient (QAT).
+    """
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__(bits)
+        self.learnable = False
 
     def set_amax(self, amax: float | torch.Tensor) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).reshape(())
@@ -78,7 +85,7 @@ class ActQuantizer(nn.Module):
         return f"bits={self.bits}, amax={float(self.amax):.5g}, enabled={self.enabled}"
 
 
-class WeightQuantizer(nn.Module):
+class WeightQuantizer(_Quantizer):
     """Symmetric weight fake-quant, per output channel (axis 0) or per tensor.
 
     ``rounding`` is the hook AdaRound replaces: a callable ``(w / scale) -> rounded`` (soft
@@ -87,19 +94,9 @@ class WeightQuantizer(nn.Module):
     """
 
     def __init__(self, bits: int = 8, per_channel: bool = True) -> None:
-        super().__init__()
-        self.bits = bits
+        super().__init__(bits)
         self.per_channel = per_channel
-        self.enabled = False
         self.rounding: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.register_buffer("amax", torch.tensor(float("nan")))
-
-    @property
-    def qmax(self) -> int:
-        return qrange(self.bits)[1]
-
-    def scale(self) -> torch.Tensor:
-        return self.amax / self.qmax
 
     def set_amax(self, amax: torch.Tensor) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).detach().clone()
@@ -136,6 +133,17 @@ class _QuantMixin:
     weight_quantizer: WeightQuantizer
     weight: torch.Tensor
 
+    @classmethod
+    def from_float(cls, layer: nn.Module, w_bits: int, a_bits: int, per_channel: bool) -> Self:
+        """The quantized twin of ``layer``: same parameters, hooks and attributes; no copy."""
+        q: Any = cls.__new__(cls)
+        q.__dict__ = dict(layer.__dict__)
+        q._modules = dict(layer._modules)
+        q._parameters = dict(layer._parameters)
+        q._buffers = dict(layer._buffers)
+        q._init_quant(w_bits, a_bits, per_channel)
+        return q
+
     def _init_quant(self, w_bits: int, a_bits: int, per_channel: bool) -> None:
         self.input_quantizer = ActQuantizer(a_bits)
         self.weight_quantizer = WeightQuantizer(w_bits, per_channel)
@@ -149,32 +157,12 @@ class _QuantMixin:
 
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):
-    @classmethod
-    def from_float(cls, conv: nn.Conv2d, w_bits: int, a_bits: int, per_channel: bool):
-        q = cls.__new__(cls)
-        q.__dict__ = dict(conv.__dict__)  # same parameters, hooks and attributes; no copy
-        q._modules = dict(conv._modules)
-        q._parameters = dict(conv._parameters)
-        q._buffers = dict(conv._buffers)
-        q._init_quant(w_bits, a_bits, per_channel)
-        return q
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
         return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
 
 
 class QuantLinear(_QuantMixin, nn.Linear):
-    @classmethod
-    def from_float(cls, lin: nn.Linear, w_bits: int, a_bits: int, per_channel: bool):
-        q = cls.__new__(cls)
-        q.__dict__ = dict(lin.__dict__)
-        q._modules = dict(lin._modules)
-        q._parameters = dict(lin._parameters)
-        q._buffers = dict(lin._buffers)
-        q._init_quant(w_bits, a_bits, per_channel)
-        return q
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
         return nn.functional.linear(x, self.weight_quantizer(self.weight), self.bias)

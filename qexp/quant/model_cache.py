@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from qexp.quant.calibrate import weights_hash
 
 log = logging.getLogger("qexp")
 _STATE, _META = "state.pt", "meta.json"
@@ -22,6 +25,25 @@ def quantizer_key(cfg: DictConfig) -> dict:
     for k in ("device", "export"):
         q.pop(k, None)
     return q
+
+
+def train_images(cfg: DictConfig) -> int:
+    """How many calibration images training uses: ``quantizer.images``, else data.calib.num."""
+    n = cfg.quantizer.images
+    return int(n if n is not None else (OmegaConf.select(cfg, "data.calib.num") or 128))
+
+
+def key(
+    kind: str, version: int, fmodel: nn.Module, cfg: DictConfig, quantized: list[str], images: int
+) -> tuple:
+    """What a trained entry depends on: the float weights, the calibration data, the observer,
+    the quantizer's training settings, the quantized layers and the seed."""
+    return (
+        kind, version, weights_hash(fmodel), int(cfg.model.imgsz),
+        OmegaConf.to_container(cfg.data.calib, resolve=True), images,
+        OmegaConf.to_container(cfg.observer, resolve=True), quantizer_key(cfg),
+        quantized, int(cfg.seed),
+    )  # fmt: skip
 
 
 def save(

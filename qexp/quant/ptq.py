@@ -2,7 +2,8 @@
 
 The steps are reusable on their own (AdaRound and QAT build on them):
 ``prepare_model`` (fold BN, swap in fake-quant layers) -> ``calibrate`` (cached statistics)
--> ``set_ranges`` (observers freeze the scales) -> ``make_deployable`` (export closure).
+-> ``set_ranges`` (observers freeze the scales) -> ``make_deployable`` (export closure);
+``calibrated`` runs the first three with a job's settings.
 """
 
 from __future__ import annotations
@@ -112,6 +113,45 @@ def set_ranges(
     return amaxes
 
 
+@dataclass
+class Calibrated:
+    """PTQ's result before export, the start of AdaRound and QAT too: the float model, its
+    fake-quant twin with ranges set by the job's observer, and how calibration went."""
+
+    fmodel: nn.Module
+    qmodel: nn.Module
+    plan: QuantPlan
+    amax: dict[str, float]  # activation amax per layer
+    num: int | None  # data.calib.num (None: the whole calibration split)
+    seconds: float
+    hit: bool  # calibration statistics served from the cache
+
+    def info(self, ocfg) -> dict:
+        """The record fields every observer-calibrated quantizer reports."""
+        return {
+            **self.plan.info(),
+            "observer": {"act": str(ocfg.act), "weight": str(ocfg.weight)},
+            "calib_cache": "hit" if self.hit else "miss",
+        }
+
+    def act_amax(self) -> dict[str, float]:
+        return {k: round(v, 6) for k, v in self.amax.items()}
+
+
+def calibrated(job: Job, detector: Detector, data: EvalData) -> Calibrated:
+    """prepare -> calibrate (cached) -> set ranges, with the job's ignore list and observer."""
+    from qexp.quant.sensitivity import ignore_patterns  # ignore=sensitivity_topk: ranked layers
+
+    cfg, q = job.cfg, job.cfg.quantizer
+    patterns = ignore_patterns(job, detector, data)
+    fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, bool(q.fold_bn))
+    num = OmegaConf.select(cfg, "data.calib.num")
+    imgsz, bins = int(cfg.model.imgsz), int(cfg.observer.bins)
+    stats, seconds, hit = calibrate(job, fmodel, data, imgsz, num, bins)
+    amax = set_ranges(qmodel, plan, stats, cfg.observer)
+    return Calibrated(fmodel, qmodel, plan, amax, num, seconds, hit)
+
+
 def export_qdq(detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, batch: int) -> Path:
     """The Q/DQ ONNX of a fake-quant model, checked to hold Q/DQ nodes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +193,8 @@ def make_deployable(
     return deploy
 
 
-def _check_native(cfg: DictConfig) -> str | None:
+def check_weight_observer(cfg: DictConfig) -> str | None:
+    """Refuse an activation-only observer as ``observer.weight`` (every native quantizer)."""
     if not observers.get(cfg.observer.weight).weights:
         return f"observer.weight={cfg.observer.weight} calibrates activations only"
     return None
@@ -181,7 +222,7 @@ class PTQ:
             from qexp.quant import mqbench_ptq
 
             return mqbench_ptq.check(cfg)
-        return _check_native(cfg)
+        return check_weight_observer(cfg)
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
         cfg = job.cfg
@@ -200,32 +241,19 @@ def quantize_native(job: Job, detector: Detector, data: EvalData) -> Deployable:
     """prepare -> calibrate (cached) -> set ranges -> Deployable."""
     cfg = job.cfg
     t0 = time.perf_counter()
-    imgsz = int(cfg.model.imgsz)
-    from qexp.quant.sensitivity import ignore_patterns  # ignore=sensitivity_topk: ranked layers
-
-    patterns = ignore_patterns(job, detector, data)
-    fmodel, qmodel, plan = prepare_model(
-        detector.module, patterns, cfg.quantizer, bool(cfg.quantizer.fold_bn)
-    )
-    num = OmegaConf.select(cfg, "data.calib.num")
-    stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
-    amax = set_ranges(qmodel, plan, stats, cfg.observer)
-    job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
+    c = calibrated(job, detector, data)
+    plan = c.plan
+    job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
     tag = content_hash(
         OmegaConf.to_container(cfg.quantizer), OmegaConf.to_container(cfg.observer),
         plan.quantized, n=8,
     )  # fmt: skip
-    info = {
-        **plan.info(),
-        "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
-        "calib_cache": "hit" if hit else "miss",
-        "calib_images": num,
-        "act_amax": {k: round(v, 6) for k, v in amax.items()},
-    }
+    info = {**c.info(cfg.observer), "calib_images": c.num, "act_amax": c.act_amax()}
     log.info(
         "ptq: %d layers quantized, %d ignored, %d float by design; calibration %s (%.1fs)",
-        len(plan.quantized), len(plan.ignored), len(plan.fixed), info["calib_cache"], calib_s,
+        len(plan.quantized), len(plan.ignored), len(plan.fixed), info["calib_cache"], c.seconds,
     )  # fmt: skip
     return make_deployable(
-        detector, qmodel, str(cfg.quantizer.export), imgsz, tag, info, int(cfg.quantizer.a_bits)
-    )
+        detector, c.qmodel, str(cfg.quantizer.export), int(cfg.model.imgsz), tag, info,
+        int(cfg.quantizer.a_bits),
+    )  # fmt: skip

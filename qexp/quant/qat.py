@@ -28,7 +28,7 @@ from torch import nn
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
-from qexp.quant import lsq, model_cache, observers
+from qexp.quant import lsq, model_cache
 from qexp.quant.adaround import pick_device
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
@@ -36,7 +36,7 @@ from qexp.quant.det_loss import DetectionLoss, head_outputs, logit_distill, raw_
 from qexp.quant.fakequant import ActQuantizer, WeightQuantizer
 from qexp.quant.ignore import head_name
 from qexp.quant.placement import FLOAT_BLOCKS
-from qexp.quant.ptq import PTQConfig, calibrate, make_deployable, prepare_model, set_ranges
+from qexp.quant.ptq import PTQConfig, calibrated, check_weight_observer, make_deployable
 from qexp.registry import QUANTIZERS
 
 log = logging.getLogger("qexp")
@@ -238,28 +238,16 @@ class QAT:
             return f"quantizer.bn={q.bn}: QAT trains BN-folded layers (bn=fold) only"
         if int(q.epochs) < 1 or int(q.batch) < 1:
             return "quantizer.epochs and quantizer.batch must be >= 1"
-        if not observers.get(cfg.observer.weight).weights:
-            return f"observer.weight={cfg.observer.weight} calibrates activations only"
-        return None
+        return check_weight_observer(cfg)
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        from qexp.quant.sensitivity import ignore_patterns
-
         cfg, q = job.cfg, job.cfg.quantizer
         t0 = time.perf_counter()
         imgsz = int(cfg.model.imgsz)
-        patterns = ignore_patterns(job, detector, data)
-        fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, bool(q.fold_bn))
-        num = OmegaConf.select(cfg, "data.calib.num")
-        stats, calib_s, hit = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
-        set_ranges(qmodel, plan, stats, cfg.observer)
-        n_img = int(q.images if q.images is not None else (num or 128))
-        key = (
-            "qat", CACHE_VERSION, weights_hash(fmodel), imgsz,
-            OmegaConf.to_container(cfg.data.calib, resolve=True), n_img,
-            OmegaConf.to_container(cfg.observer, resolve=True), model_cache.quantizer_key(cfg),
-            plan.quantized, int(cfg.seed),
-        )  # fmt: skip
+        c = calibrated(job, detector, data)
+        qmodel, plan = c.qmodel, c.plan
+        n_img = model_cache.train_images(cfg)
+        key = model_cache.key("qat", CACHE_VERSION, c.fmodel, cfg, plan.quantized, n_img)
         directory = job.cache("qat", *key)
         cached = model_cache.load(directory)
         t = time.perf_counter()
@@ -271,19 +259,17 @@ class QAT:
             epochs = meta["epochs"]
             log.info("qat: fine-tuned weights loaded from the cache %s", directory)
         else:
-            epochs = self._train(job, detector, data, fmodel, qmodel, n_img)
+            epochs = self._train(job, detector, data, c.fmodel, qmodel, n_img)
             model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs})
             job.log_metrics({"qat_s": time.perf_counter() - t})
         low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
         qmodel.eval()
-        job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})
+        job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
         if epochs:
             job.log_metrics({f"qat_{k}_first": v for k, v in epochs[0].items() if k != "epoch"})
             job.log_metrics({f"qat_{k}_last": v for k, v in epochs[-1].items() if k != "epoch"})
         info = {
-            **plan.info(),
-            "observer": {"act": str(cfg.observer.act), "weight": str(cfg.observer.weight)},
-            "calib_cache": "hit" if hit else "miss",
+            **c.info(cfg.observer),
             "qat": {
                 "images": n_img, "epochs": epochs, "cache": str(directory), "loss": str(q.loss),
                 "learn_scales": bool(q.learn_scales), "bn": "folded before training",
