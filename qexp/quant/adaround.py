@@ -33,7 +33,7 @@ from qexp.progress import track as plain_track
 from qexp.quant import model_cache, partial_forward
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
-from qexp.quant.fakequant import quant_layers
+from qexp.quant.fakequant import QuantLayer, quant_layers
 from qexp.quant.ptq import PTQConfig, calibrated, check_weight_observer, make_deployable
 from qexp.quant.reconstruct import (
     BlockwiseInputs,
@@ -101,7 +101,7 @@ def beta_at(step: int, iters: int, cfg) -> float | None:
 
 
 @torch.no_grad()
-def rec_loss(layer: nn.Module, rows: Rows, act: nn.Module, chunk: int = 8192) -> float:
+def rec_loss(layer: QuantLayer, rows: Rows, act: nn.Module, chunk: int = 8192) -> float:
     """Mean over rows of the squared output error with the layer's current fake-quant weight."""
     w = layer.weight_quantizer(layer.weight.detach())
     total = 0.0
@@ -111,7 +111,7 @@ def rec_loss(layer: nn.Module, rows: Rows, act: nn.Module, chunk: int = 8192) ->
     return total / rows.x.shape[0]
 
 
-def adaround_layer(layer: nn.Module, rows: Rows, act: nn.Module, cfg, seed: int = 0) -> dict:
+def adaround_layer(layer: QuantLayer, rows: Rows, act: nn.Module, cfg, seed: int = 0) -> dict:
     """Learn the rounding of one layer's weights on ``rows``, then bake it. Returns the
     reconstruction loss with nearest and with the learned rounding, and the flip rate."""
     wq = layer.weight_quantizer
@@ -183,7 +183,7 @@ def adaround(
         qmodel.cpu()
 
 
-def _fit(name: str, layer: nn.Module, rows: Rows, qmodel: nn.Module, cfg, seed: int, device):
+def _fit(name: str, layer: QuantLayer, rows: Rows, qmodel: nn.Module, cfg, seed: int, device):
     t = time.perf_counter()
     with torch.enable_grad():
         out = adaround_layer(

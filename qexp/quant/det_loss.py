@@ -49,7 +49,7 @@ class DetectionLoss:
         ultralytics_head(model)
         args = getattr(model, "args", None)
         if not hasattr(args, "box"):  # checkpoints carry a plain dict; the loss wants the hyps
-            model.args = get_cfg()
+            model.args = get_cfg()  # type: ignore[assignment]  # torch types Module attrs as Tensor | Module
         self.loss = v8DetectionLoss(model)
 
     def __call__(self, preds: dict[str, torch.Tensor], labels: list[np.ndarray]) -> torch.Tensor:

@@ -9,7 +9,7 @@ The grid is TensorRT's: symmetric, zero point 0, ``[-2^(b-1), 2^(b-1)-1]``, scal
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ def qrange(bits: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
-class _Quantizer(nn.Module):
+class Quantizer(nn.Module):
     """A symmetric ``bits``-wide quantizer with step ``amax / qmax``; an identity until enabled."""
 
     amax: torch.Tensor
@@ -39,7 +39,7 @@ class _Quantizer(nn.Module):
         return self.amax / self.qmax
 
 
-class ActQuantizer(_Quantizer):
+class ActQuantizer(Quantizer):
     """Per-tensor symmetric activation fake-quant with a calibrated ``amax``.
 
     ``enabled=False`` (the state before calibration) is an identity. ``make_learnable()`` turns
@@ -85,7 +85,7 @@ class ActQuantizer(_Quantizer):
         return f"bits={self.bits}, amax={float(self.amax):.5g}, enabled={self.enabled}"
 
 
-class WeightQuantizer(_Quantizer):
+class WeightQuantizer(Quantizer):
     """Symmetric weight fake-quant, per output channel (axis 0) or per tensor.
 
     ``rounding`` is the hook AdaRound replaces: a callable ``(w / scale) -> rounded`` (soft
@@ -168,9 +168,10 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return nn.functional.linear(x, self.weight_quantizer(self.weight), self.bias)
 
 
+QuantLayer: TypeAlias = QuantConv2d | QuantLinear
 QUANT_LAYERS: dict[type, Any] = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
 
 
-def quant_layers(module: nn.Module) -> dict[str, _QuantMixin]:
+def quant_layers(module: nn.Module) -> dict[str, QuantLayer]:
     """Name -> every quantized Conv/Linear in ``module``."""
-    return {n: m for n, m in module.named_modules() if isinstance(m, _QuantMixin)}
+    return {n: m for n, m in module.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}

@@ -10,7 +10,7 @@ every pass simply starts at block 0.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -19,8 +19,14 @@ from torch import nn
 def blocks(model: nn.Module) -> nn.Sequential | None:
     """The block list of a YOLO model (``model.model`` with ``f``/``i`` on each block)."""
     seq = getattr(model, "model", None)
-    ok = isinstance(seq, nn.Sequential) and hasattr(model, "save")
-    return seq if ok and all(hasattr(m, "f") and hasattr(m, "i") for m in seq) else None
+    if not (isinstance(seq, nn.Sequential) and hasattr(model, "save")):
+        return None
+    return seq if all(hasattr(m, "f") and hasattr(m, "i") for m in seq) else None
+
+
+def saved(model: nn.Module) -> set[int]:
+    """The blocks whose outputs later blocks read (a YOLO model's ``save`` list)."""
+    return set(cast(list[int], model.save))
 
 
 def block_of(name: str, model: nn.Module) -> int:
@@ -45,18 +51,20 @@ def run(
     seq = blocks(model)
     if seq is None:
         return model(x), None
-    save = set(model.save)
+    save = saved(model)
     outs: list[Any] = []
     y: list[Any] = []
+    h: Any = x  # a block's input: a tensor, or a list of them (Concat, Detect)
     if start > 0:
         assert cache is not None
         outs = list(cache[:start])
         y = [o if j in save else None for j, o in enumerate(outs)]
-        x = outs[-1]
+        h = outs[-1]
     for m in list(seq)[start:stop]:
-        if m.f != -1:
-            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-        x = m(x)
-        outs.append(x)
-        y.append(x if m.i in save else None)
-    return x, outs
+        f = cast(int | list[int], m.f)
+        if f != -1:
+            h = y[f] if isinstance(f, int) else [h if j == -1 else y[j] for j in f]
+        h = m(h)
+        outs.append(h)
+        y.append(h if m.i in save else None)
+    return h, outs

@@ -79,7 +79,7 @@ def _set_export(model: nn.Module, export: bool) -> bool | None:
     if head is None or not hasattr(head, "export"):
         return None
     old = bool(head.export)
-    head.export = export
+    head.export = export  # type: ignore[assignment]  # torch types Module attrs as Tensor | Module
     return old
 
 

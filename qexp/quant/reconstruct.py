@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +48,7 @@ def follower_activation(model: nn.Module, name: str) -> nn.Module:
     if child == "conv" and isinstance(act, nn.Module):
         if getattr(act, "inplace", False):  # SiLU(inplace=True) would overwrite autograd inputs
             act = copy.copy(act)
-            act.inplace = False
+            act.inplace = False  # type: ignore[assignment]  # torch types Module attrs as Tensor | Module
         return act
     return nn.Identity()
 
@@ -78,6 +78,8 @@ def patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros":
             raise ValueError(f"padding_mode={layer.padding_mode!r} is not supported")
+        if isinstance(layer.padding, str):  # "same"/"valid": unfold takes explicit pads only
+            raise ValueError(f"padding={layer.padding!r} is not supported")
         cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
     if isinstance(layer, nn.Linear):
@@ -92,7 +94,7 @@ def outputs(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return y.reshape(-1, y.shape[-1])
 
 
-def apply_rows(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def apply_rows(layer: nn.Conv2d | nn.Linear, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``layer``'s pre-activation output for input rows ``x`` with ``weight`` (grouped convs too)."""
     groups = getattr(layer, "groups", 1)
     w = weight.reshape(weight.shape[0], -1)
@@ -106,14 +108,18 @@ def apply_rows(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch
     return out if layer.bias is None else out + layer.bias
 
 
-def row_bytes(layer: nn.Module) -> int:
+def row_bytes(layer: nn.Conv2d | nn.Linear) -> int:
     """Bytes one row of this layer takes (float32 patch + target)."""
     w = layer.weight
     return 4 * (w[0].numel() * getattr(layer, "groups", 1) + w.shape[0])
 
 
 def plan_passes(
-    layers: dict[str, nn.Module], order: Sequence[str], rows: int, per_pass: int, max_mb: float
+    layers: Mapping[str, nn.Conv2d | nn.Linear],
+    order: Sequence[str],
+    rows: int,
+    per_pass: int,
+    max_mb: float,
 ) -> list[list[str]]:
     """Consecutive groups of layers (execution order), each collected in one pass: at most
     ``per_pass`` layers and about ``max_mb`` of rows."""
@@ -251,7 +257,7 @@ class BlockwiseInputs:
         self.pf, self.q, self.device = partial_forward, qmodel, device
         self.images = [torch.from_numpy(np.ascontiguousarray(im)).float() for im in images]
         self.cache: list[list] = [[] for _ in images]
-        self.save = set(qmodel.save)
+        self.save = partial_forward.saved(qmodel)
 
     @torch.no_grad()
     def rows(self, name: str, block: int, idx: list[torch.Tensor]) -> torch.Tensor:

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from qexp.job import Job
 from qexp.progress import track as plain_track
 from qexp.quant import partial_forward
 from qexp.quant.calibrate import weights_hash
-from qexp.quant.fakequant import quant_layers
+from qexp.quant.fakequant import ActQuantizer, Quantizer, quant_layers
 from qexp.quant.placement import QuantPlan
 
 log = logging.getLogger("qexp")
@@ -39,16 +40,16 @@ MODES = ("single", "all_but_one")
 CACHE_VERSION = 2  # 2: output metrics on channel-standardised outputs
 
 
-def units(qmodel: nn.Module, plan: QuantPlan) -> dict[str, list[nn.Module]]:
+def units(qmodel: nn.Module, plan: QuantPlan) -> dict[str, list[Quantizer]]:
     """Layer -> the quantizers that make it quantized: its input and weight quantizers, and the
     residual quantizer that shares its input (it exists only when the layer is quantized)."""
     out = {n: [m.input_quantizer, m.weight_quantizer] for n, m in quant_layers(qmodel).items()}
     for block, first in plan.residual.items():
-        out[first].append(qmodel.get_submodule(block).residual_quantizer)
+        out[first].append(cast(ActQuantizer, qmodel.get_submodule(block).residual_quantizer))
     return out
 
 
-def set_quantized(u: dict[str, list[nn.Module]], on: set[str]) -> None:
+def set_quantized(u: dict[str, list[Quantizer]], on: set[str]) -> None:
     for name, quantizers in u.items():
         for q in quantizers:
             q.enabled = name in on
@@ -109,7 +110,9 @@ def map_letterboxed(
     """mAP50-95 of raw outputs against YOLO labels, both in the letterboxed S x S frame."""
     from qexp.eval.coco_metrics import coco_map
 
-    images, anns, dets = [], [], []
+    images: list[dict] = []
+    anns: list[dict] = []
+    dets: list[dict] = []
     for i, (lab, d) in enumerate(zip(labels, detector.decode(raw), strict=True), start=1):
         images.append({"id": i, "width": imgsz, "height": imgsz, "file_name": f"{i}.jpg"})
         for c, cx, cy, w, h in np.asarray(lab, np.float64).reshape(-1, 5):
