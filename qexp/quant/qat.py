@@ -256,12 +256,13 @@ class QAT:
             if q.learn_scales:
                 lsq.make_learnable(qmodel)
             qmodel.load_state_dict(state)
-            epochs = meta["epochs"]
+            epochs, steps = meta["epochs"], meta.get("steps", [])
             log.info("qat: fine-tuned weights loaded from the cache %s", directory)
         else:
-            epochs = self._train(job, detector, data, c.fmodel, qmodel, n_img)
-            model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs})
+            epochs, steps = self._train(job, detector, data, c.fmodel, qmodel, n_img)
+            model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs, "steps": steps})
             job.log_metrics({"qat_s": time.perf_counter() - t})
+        write_loss_curve(job, steps, epochs)
         low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
         qmodel.eval()
         job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
@@ -280,8 +281,9 @@ class QAT:
         return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))
 
     @staticmethod
-    def _train(job, detector, data, fmodel, qmodel, n_img: int) -> list[dict]:
-        """Fine-tune ``qmodel`` in place (on the GPU when present). Returns per-epoch losses."""
+    def _train(job, detector, data, fmodel, qmodel, n_img: int) -> tuple[list[dict], list[dict]]:
+        """Fine-tune ``qmodel`` in place (on the GPU when present). Returns the per-epoch mean
+        losses and the per-step losses."""
         cfg, q = job.cfg, job.cfg.quantizer
         samples = list(data.calibration_samples(int(cfg.model.imgsz), n_img))
         device = pick_device(str(q.device))
@@ -297,4 +299,39 @@ class QAT:
         trainer.finish()
         qmodel.cpu()
         fmodel.cpu()
-        return epochs
+        return epochs, trainer.history
+
+
+def write_loss_curve(job: Job, steps: list[dict], epochs: list[dict]) -> None:
+    """``qat_losses.csv`` (one row per step) and ``qat_losses.png`` (each loss part per step,
+    with the epoch means) as job artifacts: the training curve, in MLflow beside the mAP."""
+    if not steps:
+        return
+    parts = [k for k in steps[0] if k != "loss"] + ["loss"]
+    csv = job.path("qat_losses.csv")
+    rows = [",".join(["step", *parts])]
+    rows += [",".join([str(i), *(f"{st.get(k, float('nan')):.6g}" for k in parts)])
+             for i, st in enumerate(steps)]  # fmt: skip
+    csv.write_text("\n".join(rows) + "\n")
+    job.add_artifact("qat_losses", csv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_epoch = max(1, len(steps) // max(1, len(epochs)))
+    fig, axes = plt.subplots(1, len(parts), figsize=(4.5 * len(parts), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], parts, strict=True):
+        ax.plot([st.get(k, float("nan")) for st in steps], lw=0.8, label="step")
+        ends = [(e["epoch"] + 1) * per_epoch - 1 for e in epochs]
+        ax.plot(ends, [e.get(k, float("nan")) for e in epochs], "o-", label="epoch mean")
+        ax.set_title(f"qat {k}")
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    png = job.path("qat_losses.png")
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    job.add_artifact("qat_losses_plot", png)

@@ -108,6 +108,9 @@ def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
     q = deploy.info["qat"]
     assert q["images"] == 4 and len(q["epochs"]) == 1 and q["bn"].startswith("folded")
     assert {"qat_loss_first", "qat_loss_last", "qat_s"} <= set(job.metrics)
+    curve = (job.dir / job.artifacts["qat_losses"]).read_text().splitlines()
+    assert curve[0] == "step,distill,loss" and len(curve) == 1 + 2  # 4 images, batch 2
+    assert (job.dir / job.artifacts["qat_losses_plot"]).stat().st_size > 1000
     assert not deploy.module.training
     path = deploy.export(tmp_path / "onnx")
     model = onnx.load(str(path))
@@ -125,6 +128,7 @@ def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
     job2 = Job(cfg=cfg, dir=tmp_path / "job2", cache_dir=job.cache_dir)
     again = QAT().quantize(job2, det, data)  # a second backend's job: fine-tuned once
     assert "qat_s" not in job2.metrics and again.info["qat"]["epochs"] == q["epochs"]
+    assert (job2.dir / job2.artifacts["qat_losses"]).read_text().splitlines() == curve
     with torch.no_grad():
         assert torch.equal(det.raw(again.module(torch.from_numpy(x))), torch.from_numpy(want))
 
