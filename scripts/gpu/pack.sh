@@ -31,17 +31,7 @@ if [ ! -f "$work/trt.tar.xz" ]; then
 fi
 cp "$src"/boot/py310.tar.xz "$src"/boot/py310.prefix "$src"/boot/numpy-*.whl "$src"/boot/*.so.* "$work/bundle/"
 
-# qexp's main process on the GPU image (python3.12, torch, onnx, onnxruntime, opencv present)
-pyv=(--python-version 3.12 --implementation cp --only-binary=:all: --no-deps
-     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
-     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
-py=${PY:-.venv/bin/python}
-$py -m pip download -q "${pyv[@]}" -d "$work/bundle/wheels" \
-  ultralytics==8.4.190 ultralytics-thop==2.2.3 hydra-core==1.3.8 omegaconf==2.3.1 \
-  onnxslim==0.1.98 faster-coco-eval==1.8.0
-# antlr4's runtime 4.9.3 (hydra's parser) is an sdist on PyPI: build its pure-Python wheel here
-ls "$work"/bundle/wheels/antlr4_python3_runtime-4.9.3-*.whl >/dev/null 2>&1 ||
-  $py -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w "$work/bundle/wheels"
+bash scripts/gpu/wheels.sh "$work/bundle/wheels"
 
 tar -C "$assets" -cf "$work/bundle/assets.tar" coco_val coco128 weights/yolov8n-coco-from-ovint8.pt
 

@@ -10,17 +10,10 @@ set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
 assets=${QEXP_ASSETS:-$root/../shared/assets}
-py=${PY:-.venv/bin/python}
 grep -qx '/.gpu-py/' .git/info/exclude 2>/dev/null || echo '/.gpu-py/' >> .git/info/exclude
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pyv=(--python-version 3.12 --implementation cp --only-binary=:all: --no-deps
-     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
-     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
-$py -m pip download -q "${pyv[@]}" -d "$work/wheels" \
-  ultralytics==8.4.190 ultralytics-thop==2.2.3 hydra-core==1.3.8 omegaconf==2.3.1 \
-  onnxslim==0.1.98 faster-coco-eval==1.8.0 pytest pluggy iniconfig
-$py -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w "$work/wheels"
+bash scripts/gpu/wheels.sh "$work/wheels" pytest pluggy iniconfig
 mkdir -p "$work/assets/weights" .gpu-py
 cp -r "$assets/coco_val" "$assets/coco128" "$work/assets/"
 cp "$assets/weights/yolov8n-coco-from-ovint8.pt" "$work/assets/weights/"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Here: bash scripts/gpu/wheels.sh DIR [EXTRA_PACKAGE ...]
+# Downloads into DIR the cp312 wheels the GPU image lacks for qexp's main process (its
+# python3.12 has torch, onnx, onnxruntime and opencv), plus any extra pure-Python packages.
+# Used by pack.sh (TensorRT stage) and pack_py.sh (torch-only stage).
+set -euo pipefail
+dir=$1; shift
+py=${PY:-.venv/bin/python}
+pyv=(--python-version 3.12 --implementation cp --only-binary=:all: --no-deps
+     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+$py -m pip download -q "${pyv[@]}" -d "$dir" \
+  ultralytics==8.4.190 ultralytics-thop==2.2.3 hydra-core==1.3.8 omegaconf==2.3.1 \
+  onnxslim==0.1.98 faster-coco-eval==1.8.0 "$@"
+# antlr4's runtime 4.9.3 (hydra's parser) is an sdist on PyPI: build its pure-Python wheel here
+ls "$dir"/antlr4_python3_runtime-4.9.3-*.whl >/dev/null 2>&1 ||
+  $py -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w "$dir"
