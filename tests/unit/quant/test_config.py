@@ -19,8 +19,16 @@ def test_ptq_configs_compose(compose):
     mo = compose(["quantizer=ptq_modelopt", "observer=minmax"])
     assert mo.quantizer.impl == "modelopt" and mo.quantizer.name == "ptq"
     mq = compose(["quantizer=ptq_mqbench"])
-    assert mq.quantizer.export == "dynamic_range"
-    assert "MQBench" in QUANTIZERS.get("ptq")().check(mq)
+    assert mq.quantizer.export == "dynamic_range" and mq.quantizer.impl == "mqbench"
+
+
+def test_mqbench_skipped_when_missing(compose, monkeypatch):
+    """Without MQBench installed the job is SKIPPED with the install hint."""
+    from qexp.quant import mqbench_ptq
+
+    monkeypatch.setattr(mqbench_ptq, "find_spec", lambda name: None)
+    reason = QUANTIZERS.get("ptq")().check(compose(["quantizer=ptq_mqbench"]))
+    assert "needs MQBench" in reason and "pip install 'qexp[mqbench]'" in reason
 
 
 def test_unknown_observer_fails_at_compose_time(compose):

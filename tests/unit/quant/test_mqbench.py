@@ -1,0 +1,136 @@
+"""impl=mqbench on yolov8n at a small size: MQBench's observers set qexp's ranges, its
+clip-range JSON is an artifact, our Q/DQ export runs in ORT like the torch model.
+Skipped when MQBench is not installed (an optional extra)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from qexp.job import Job
+from qexp.quant.export import count_qdq
+from qexp.quant.fakequant import quant_layers
+from qexp.quant.ptq import PTQ, float_twin
+
+from .conftest import ImageData
+from .test_ptq import _cfg
+
+pytest.importorskip("mqbench", reason="MQBench not installed")
+
+IMGSZ, NUM = 64, 4
+V8 = "yolov8n-coco-from-ovint8.pt"
+
+
+@pytest.fixture(scope="module")
+def v8():
+    import qexp.models  # noqa: F401  (importing registers the families)
+    from qexp.registry import MODEL_FAMILIES
+    from tests.conftest import ASSETS as assets
+
+    if not (assets / "weights" / V8).exists():
+        pytest.skip("shared assets not found")
+    return MODEL_FAMILIES.get("ultralytics")(
+        {"name": "yolov8n", "weights": str(assets / "weights" / V8)}, None
+    )
+
+
+def _mq_cfg(**over):
+    cfg = _cfg(**{"quantizer.impl": "mqbench", "observer.act": "minmax", **over})
+    cfg.model.imgsz, cfg.model.family, cfg.data.calib.num = IMGSZ, "ultralytics", NUM
+    return cfg
+
+
+@torch.no_grad()
+def _mqbench_observers(v8, data):
+    """MQBench calibrated on its own: layer -> (input observer, weight observer)."""
+    from qexp.quant.modelopt_ptq import batched
+    from qexp.quant.mqbench_ptq import prepare_mqbench
+
+    graph = prepare_mqbench(float_twin(v8.module), "minmax", "minmax", 99.99)
+    for x in batched(data.calibration(IMGSZ, NUM), 16):
+        graph(torch.from_numpy(x))
+    out = {}
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and hasattr(graph.get_submodule(node.target), "weight"):
+            fq = graph.get_submodule(node.args[0].target).activation_post_process
+            wq = graph.get_submodule(node.target).weight_fake_quant.activation_post_process
+            out[node.target] = (fq, wq)
+    return out
+
+
+def test_mqbench_route(v8, tmp_path):
+    cfg = _mq_cfg()
+    assert PTQ().check(cfg) is None
+    job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
+    data = ImageData()
+    deploy = PTQ().quantize(job, v8, data)
+    info = deploy.info
+    assert info["impl"] == "mqbench" and info["observer"]["mqbench_act"] == "MinMaxObserver"
+    assert info["float_by_design"] == ["model.22.dfl.conv"] and info["range_fallbacks"] == []
+    assert info["mqbench_ranges"]["act"] == len(info["quantized"]) == 63
+    assert info["mqbench_ranges"]["residual"] == 6
+
+    # the amaxes are MQBench's min/max observers' ranges
+    observers = _mqbench_observers(v8, ImageData())
+    layers = quant_layers(deploy.module)
+    for name in ["model.0.conv", "model.4.m.1.cv1.conv", "model.12.cv2.conv", "model.22.cv3.2.2"]:
+        fq, wq = observers[name]
+        want = torch.maximum(-fq.min_val, fq.max_val)
+        torch.testing.assert_close(layers[name].input_quantizer.amax, want, rtol=1e-6, atol=0)
+        want_w = torch.maximum(-wq.min_val, wq.max_val)
+        torch.testing.assert_close(layers[name].weight_quantizer.amax, want_w, rtol=1e-6, atol=0)
+    block = deploy.module.get_submodule("model.4.m.1")  # identity branch = cv1's input
+    assert block.residual_quantizer.amax == layers["model.4.m.1.cv1.conv"].input_quantizer.amax
+
+    # MQBench's own clip-range JSON, named by ONNX tensor
+    clip = json.loads((job.dir / job.artifacts["mqbench_clip_ranges"]).read_text())
+    ranges = clip["tensorrt"]["blob_range"]
+    assert len(ranges) == info["mqbench_ranges"]["clip_json_tensors"] >= 63
+    assert ranges["x"] == pytest.approx(float(observers["model.0.conv"][0].max_val), rel=1e-6)
+    assert all(isinstance(k, str) and v > 0 for k, v in ranges.items())
+
+    # qexp's Q/DQ export: valid, and ORT agrees with the fake-quant torch module
+    path = deploy.export(tmp_path / "out")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert count_qdq(model)["QuantizeLinear"] >= 2 * 63
+    x = data.calibration(IMGSZ, 1)[0]
+    with torch.no_grad():
+        want_out = v8.raw(deploy.module(torch.from_numpy(x))).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert got.shape == want_out.shape
+    np.testing.assert_allclose(got, want_out, atol=1e-3)  # boxes in pixels, up to 64
+
+
+def test_mqbench_cached_and_dynamic_range(v8, tmp_path):
+    """A second job (another backend or export) loads MQBench's ranges and JSON from the
+    cache; export=dynamic_range writes the fp32 ONNX and the ranges JSON like the native route."""
+    data = ImageData()
+    deploys = []
+    for i, export in enumerate(["qdq", "dynamic_range"]):
+        cfg = _mq_cfg(**{"quantizer.export": export})
+        job = Job(cfg=cfg, dir=tmp_path / f"job{i}", cache_dir=tmp_path / "cache")
+        deploys.append(PTQ().quantize(job, v8, data))
+        assert (job.dir / job.artifacts["mqbench_clip_ranges"]).exists()
+    assert [d.info["calib_cache"] for d in deploys] == ["miss", "hit"]
+    assert data.calls == 1
+    assert deploys[0].info["act_amax"] == deploys[1].info["act_amax"]
+    path = deploys[1].export(tmp_path / "out")
+    assert path.name.endswith("_fp32.onnx") and deploys[1].dynamic_range.exists()
+    ranges = json.loads(deploys[1].dynamic_range.read_text())
+    assert len(ranges) >= 63
+
+
+def test_mqbench_check_reasons():
+    reason = PTQ().check(_mq_cfg(**{"observer.act": "entropy"}))
+    assert "no MQBench observer" in reason
+    assert "per-channel" in PTQ().check(_mq_cfg(**{"quantizer.per_channel": False}))
+    cfg = _mq_cfg()
+    cfg.model.family = "yolov5"
+    assert "ultralytics" in PTQ().check(cfg)
