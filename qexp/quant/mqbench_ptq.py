@@ -114,7 +114,13 @@ def prepare_mqbench(fmodel: nn.Module, act: str, weight: str, percentile: float)
         "a_observer": OBSERVERS[act],
         "w_fakequantize": "FixedFakeQuantize",
         "a_fakequantize": "FixedFakeQuantize",
-    }
+        # its TensorRT scheme, given explicitly: the defaults are shared objects of MQBench's
+        # ParamsTable, and observer extra args would be written into them for every later job
+        "w_qscheme": {"bit": 8, "symmetry": True, "per_channel": True, "pot_scale": False,
+                      "symmetric_range": True},
+        "a_qscheme": {"bit": 8, "symmetry": True, "per_channel": False, "pot_scale": False,
+                      "symmetric_range": True},
+    }  # fmt: skip
     if act == "percentile":
         extra["a_observer_extra_args"] = {"threshold": percentile / 100.0}
     graph = prepare_by_platform(

@@ -80,6 +80,7 @@ def test_mqbench_route(v8, tmp_path):
     layers = quant_layers(deploy.module)
     for name in ["model.0.conv", "model.4.m.1.cv1.conv", "model.12.cv2.conv", "model.22.cv3.2.2"]:
         fq, wq = observers[name]
+        assert (fq.quant_min, fq.quant_max, wq.quant_min, wq.quant_max) == (-127, 127, -127, 127)
         want = torch.maximum(-fq.min_val, fq.max_val)
         torch.testing.assert_close(layers[name].input_quantizer.amax, want, rtol=1e-6, atol=0)
         want_w = torch.maximum(-wq.min_val, wq.max_val)
@@ -134,3 +135,21 @@ def test_mqbench_check_reasons():
     cfg = _mq_cfg()
     cfg.model.family = "yolov5"
     assert "ultralytics" in PTQ().check(cfg)
+
+
+def test_mqbench_observers_do_not_leak(v8):
+    """Observer extra args (percentile's threshold) stay in their job: MQBench's default
+    schemes are shared objects it would write them into."""
+    from qexp.quant.mqbench_ptq import prepare_mqbench
+
+    fmodel = float_twin(v8.module)
+    kinds = {}
+    for act in ["percentile", "minmax", "mse"]:
+        graph = prepare_mqbench(fmodel, act, "minmax", 99.9)
+        fq = graph.get_submodule("x_post_act_fake_quantizer").activation_post_process
+        kinds[act] = (type(fq).__name__, getattr(fq, "threshold", None))
+    assert kinds == {
+        "percentile": ("EMAQuantileObserver", pytest.approx(0.999)),
+        "minmax": ("MinMaxObserver", None),
+        "mse": ("MSEObserver", None),
+    }
