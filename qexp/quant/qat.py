@@ -47,7 +47,7 @@ CACHE_VERSION = 2  # 2: folded convs trained, scale lr relative to amax
 @dataclass
 class QATConfig(PTQConfig):
     name: str = "qat"
-    epochs: int = 5
+    epochs: int = 10
     lr: float = 1e-5  # weights and biases (AdamW)
     scale_lr: float = 3e-2  # learnable amax (LSQ): Adam's step as a fraction of each PTQ amax
     batch: int = 8
