@@ -3,9 +3,16 @@ Bottleneck, a Concat, a Detect head with a DFL), fast enough for unit tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
+
+from qexp.interfaces import Deployable
 
 
 class Conv(nn.Module):
@@ -127,3 +134,22 @@ class ImageData:
             x = nn.functional.interpolate(x, size=(imgsz, imgsz), mode="bilinear")
             out.append(x.numpy())
         return out
+
+
+def ort_run(path: Path | str, x: np.ndarray) -> np.ndarray:
+    """The first output of the ONNX at ``path`` for input ``x`` on ONNX Runtime's CPU."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def export_and_run(
+    deploy: Deployable, directory: Path, x: np.ndarray
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """Export ``deploy`` into ``directory``, check the ONNX, and run ``x`` through it and through
+    the torch module: (model, ORT output, torch raw output) for the test to compare."""
+    path = deploy.export(directory)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    with torch.no_grad():
+        want = deploy.detector.raw(deploy.module(torch.from_numpy(x))).numpy()
+    return model, ort_run(path, x), want

@@ -21,6 +21,8 @@ from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import QuantConv2d, quant_layers
 from qexp.quant.reconstruct import Rows, apply_rows, patches
 
+from .conftest import export_and_run
+
 
 def _qconv(bits: int = 4, groups: int = 1, seed: int = 0) -> tuple[nn.Conv2d, QuantConv2d]:
     torch.manual_seed(seed)
@@ -155,15 +157,8 @@ def test_adaround_quantizer_end_to_end(tmp_path, compose, assets):
         k = layer.weight.detach() / wq.scale().reshape(-1, 1, 1, 1)
         assert wq.bits == 8 and k.abs().max() <= 8 + 1e-3
 
-    path = deploy.export(tmp_path / "onnx")
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
+    model, got, want = export_and_run(deploy, tmp_path / "onnx", data.calibration(64, 1)[0])
     assert count_qdq(model)["QuantizeLinear"] > 50
-    x = data.calibration(64, 1)[0]
-    sess = ort.InferenceSession(str(path))
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    with torch.no_grad():
-        want = det.raw(deploy.module(torch.from_numpy(x))).numpy()
     cos = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want)))
     assert cos > 0.999
 

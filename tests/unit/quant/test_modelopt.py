@@ -4,8 +4,6 @@ Skipped when ModelOpt is not installed (it is an optional extra)."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from qexp.job import Job
 from qexp.quant.export import count_qdq
 from qexp.quant.ptq import PTQ
 
-from .conftest import ImageData
+from .conftest import ImageData, export_and_run
 from .test_ptq import IMGSZ, _cfg
 
 pytest.importorskip("modelopt.torch.quantization", reason="ModelOpt not installed")
@@ -30,15 +28,8 @@ def test_modelopt_route(tiny_detector, tmp_path, observer):
     assert deploy.info["observer"]["modelopt_method"] == {"minmax": "max"}.get(observer, observer)
     assert deploy.info["float_by_design"] == ["model.3.dfl.conv"]
     assert "calib_s" in job.metrics
-    path = deploy.export(tmp_path / "out")
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
+    model, got, want = export_and_run(deploy, tmp_path / "out", data.calibration(IMGSZ, 1)[0])
     assert count_qdq(model)["QuantizeLinear"] >= 2 * 5  # inputs + weights of 5 layers
-    x = data.calibration(IMGSZ, 1)[0]
-    with torch.no_grad():
-        want = deploy.module(torch.from_numpy(x)).numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, want, atol=1e-3)
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -17,7 +15,7 @@ from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import quant_layers
 from qexp.quant.ptq import PTQ, float_twin
 
-from .conftest import ImageData
+from .conftest import ImageData, export_and_run
 from .test_ptq import _cfg
 
 pytest.importorskip("mqbench", reason="MQBench not installed")
@@ -96,15 +94,8 @@ def test_mqbench_route(v8, tmp_path):
     assert all(isinstance(k, str) and v > 0 for k, v in ranges.items())
 
     # qexp's Q/DQ export: valid, and ORT agrees with the fake-quant torch module
-    path = deploy.export(tmp_path / "out")
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
+    model, got, want_out = export_and_run(deploy, tmp_path / "out", data.calibration(IMGSZ, 1)[0])
     assert count_qdq(model)["QuantizeLinear"] >= 2 * 63
-    x = data.calibration(IMGSZ, 1)[0]
-    with torch.no_grad():
-        want_out = v8.raw(deploy.module(torch.from_numpy(x))).numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     assert got.shape == want_out.shape
     np.testing.assert_allclose(got, want_out, atol=1e-3)  # boxes in pixels, up to 64
 

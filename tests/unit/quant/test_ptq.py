@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -16,7 +15,7 @@ from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import ActQuantizer
 from qexp.quant.ptq import PTQ
 
-from .conftest import ImageData
+from .conftest import ImageData, ort_run
 
 IMGSZ = 32
 
@@ -55,11 +54,6 @@ def _cfg(**over):
 
 def _job(tmp_path, cfg):
     return Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
-
-
-def _ort(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
 def test_check_reasons():
@@ -107,7 +101,7 @@ def test_qdq_route(tiny_detector, tmp_path):
     with torch.no_grad():
         want = deploy.module(torch.from_numpy(x)).numpy()
         fp = tiny_detector.module(torch.from_numpy(x)).numpy()
-    got = _ort(path, x)
+    got = ort_run(path, x)
     np.testing.assert_allclose(got, want, atol=1e-4)  # ORT runs what torch fake-quant computes
     assert not np.allclose(want, fp, atol=1e-4)  # and that is quantized
 
@@ -137,4 +131,4 @@ def test_dynamic_range_route(tiny_detector, tmp_path):
     x = data.calibration(IMGSZ, 1)[0]
     with torch.no_grad():
         fp = tiny_detector.module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(_ort(path, x), fp, atol=1e-4)
+    np.testing.assert_allclose(ort_run(path, x), fp, atol=1e-4)

@@ -4,8 +4,6 @@ real yolov8n, and the quantizer end to end with a valid Q/DQ export."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,6 +15,8 @@ from qexp.quant.det_loss import labels_to_batch, raw_distill
 from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import ActQuantizer, WeightQuantizer
 from qexp.quant.qat import QAT, QATConfig, Trainer
+
+from .conftest import export_and_run
 
 
 def test_learnable_weight_quantizer_trains_its_scale_and_exports_like_the_base():
@@ -112,15 +112,9 @@ def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
     assert curve[0] == "step,distill,loss" and len(curve) == 1 + 2  # 4 images, batch 2
     assert (job.dir / job.artifacts["qat_losses_plot"]).stat().st_size > 1000
     assert not deploy.module.training
-    path = deploy.export(tmp_path / "onnx")
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
-    assert count_qdq(model)["QuantizeLinear"] > 50
     x = data.calibration(96, 1)[0]
-    sess = ort.InferenceSession(str(path))
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    with torch.no_grad():
-        want = det.raw(deploy.module(torch.from_numpy(x))).numpy()
+    model, got, want = export_and_run(deploy, tmp_path / "onnx", x)
+    assert count_qdq(model)["QuantizeLinear"] > 50
     assert got.shape == want.shape
     cos = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want)))
     assert cos > 0.999
