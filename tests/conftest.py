@@ -10,6 +10,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("QEXP_ASSETS", ROOT.parent / "shared" / "assets")).resolve()
 CONF = ROOT / "conf"
+# a real job, made cheap: one image at 320, one timed iteration (the ONNX export is cached)
+CHEAP_JOB = [
+    "data=tiny",
+    "data.max_images=1",
+    "model.imgsz=320",
+    "backend.warmup=0",
+    "backend.iters=1",
+    "backend.align=false",
+    "backend.threads=1",
+]
 
 # ultralytics reads these at import: keep tests offline and out of the user's home
 os.environ.setdefault("QEXP_HOME", str(ROOT / ".qexp-home"))

@@ -23,19 +23,9 @@ from mlflow.tracking import MlflowClient
 from qexp import server
 from qexp.record import FINISHED, RUNNING, find_records, read_record
 from qexp.tracking.ingest import IngestCount, ingest
-from tests.conftest import ASSETS, ROOT
+from tests.conftest import ASSETS, CHEAP_JOB, ROOT
 
 pytestmark = pytest.mark.assets
-
-CHEAP = [
-    "data=tiny",
-    "data.max_images=1",
-    "model.imgsz=320",
-    "backend.warmup=0",
-    "backend.iters=1",
-    "backend.align=false",
-    "backend.threads=1",
-]
 
 
 def _cmd(out: Path, cache: Path, *args: str) -> list[str]:
@@ -91,7 +81,7 @@ def test_sigkill_midjob_leaves_a_record_and_resume_reruns_it(qexp, shared_cache,
     out, sweep = qexp.out, qexp.out / "sweeps" / "kill"
     # the kill lands within ~50 ms of job #1's RUNNING record; its work (model load, ORT
     # session, eval) takes seconds, so it is surely still running then
-    args = ["-m", f"hydra.sweep.dir={sweep}", "seed=0,1", "tracking=none", *CHEAP]
+    args = ["-m", f"hydra.sweep.dir={sweep}", "seed=0,1", "tracking=none", *CHEAP_JOB]
     proc = subprocess.Popen(
         _cmd(out, shared_cache, *args),
         cwd=ROOT,
@@ -140,7 +130,7 @@ def test_tracking_server_down_records_stay_and_ingest_recovers(qexp, tracking_se
         "seed=0,1",
         "tracking=mlflow_server",
         f"tracking.uri={info.uri}",
-        *CHEAP,
+        *CHEAP_JOB,
         "experiment_name=server_down",
     )
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
@@ -171,7 +161,7 @@ def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server):
         "seed=0,1",
         "tracking=mlflow_server",
         f"tracking.uri={info.uri}",
-        *CHEAP,
+        *CHEAP_JOB,
         "experiment_name=server_up",
     )
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
@@ -222,8 +212,8 @@ def test_disk_full_while_writing_the_record_leaves_no_truncated_json(
     out = small_disk / "outputs"
     sweep = out / "sweeps" / "full"
     # 50 timed iterations: the job is still measuring when the disk is filled
-    args = ["-m", f"hydra.sweep.dir={sweep}", "tracking=none", *CHEAP[:4], "backend.iters=50"]
-    args += CHEAP[5:]
+    args = ["-m", f"hydra.sweep.dir={sweep}", "tracking=none", *CHEAP_JOB[:4], "backend.iters=50"]
+    args += CHEAP_JOB[5:]
     proc = subprocess.Popen(
         _cmd(out, shared_cache, *args),
         cwd=ROOT,

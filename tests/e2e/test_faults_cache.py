@@ -10,19 +10,10 @@ import pytest
 
 from qexp import cache
 from qexp.record import FINISHED, find_records, read_record
-from tests.conftest import ASSETS, ROOT
+from tests.conftest import ASSETS, CHEAP_JOB, ROOT
 
 pytestmark = pytest.mark.assets
-CHEAP = [
-    "data=tiny",
-    "data.max_images=1",
-    "model.imgsz=320",
-    "backend.warmup=0",
-    "backend.iters=1",
-    "backend.align=false",
-    "backend.threads=1",
-    "tracking=none",
-]
+CHEAP = [*CHEAP_JOB, "tracking=none"]
 
 
 def _qexp(out, cache_dir, *args: str) -> subprocess.CompletedProcess:

@@ -13,18 +13,8 @@ from omegaconf import OmegaConf
 
 from qexp.config.store import register_configs
 from qexp.record import FINISHED, find_records, read_record
-from tests.conftest import CONF
+from tests.conftest import CHEAP_JOB, CONF
 
-# a real job, made cheap: one image at 320, one timed iteration, ONNX export cached
-CHEAP = [
-    "data=tiny",
-    "data.max_images=1",
-    "model.imgsz=320",
-    "backend.warmup=0",
-    "backend.iters=1",
-    "backend.align=false",
-    "backend.threads=1",
-]
 needs_submitit = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
     reason="hydra-submitit-launcher not installed (pip install hydra-submitit-launcher)",
@@ -101,7 +91,7 @@ def test_slurm_local_runs_a_sweep_through_submitit(qexp):
         "seed=0,1",
         "tracking=none",
         "experiment_name=submitit",
-        *CHEAP,
+        *CHEAP_JOB,
     )
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
     assert sorted(r.status for r in recs) == [FINISHED, FINISHED], p.stderr[-3000:]
@@ -122,7 +112,7 @@ def test_local_parallel_runs_jobs_in_worker_processes(qexp):
         "hydra.launcher.n_jobs=2",
         "seed=0,1,2",
         "tracking=none",
-        *CHEAP,
+        *CHEAP_JOB,
     )
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
     assert sorted(r.config["seed"] for r in recs) == [0, 1, 2]
@@ -167,7 +157,7 @@ def test_ray_runs_a_cpu_sweep(qexp):
             "+hydra.launcher.ray.init.num_cpus=2",
             "seed=0,1",
             "tracking=none",
-            *CHEAP,
+            *CHEAP_JOB,
         )
     finally:  # Ray's idle workers can outlive the sweep: stop them (see docs/scale-out.md)
         subprocess.run(
