@@ -15,6 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+# headless Chromium as root in a container, offline, showing only our own pages
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # root in containers; the pages are our own
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
+
 
 class Chromium:
     def __init__(self, binary: str, profile: str, width: int, height: int) -> None:
@@ -29,14 +41,7 @@ class Chromium:
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--headless",
-                "--no-sandbox",  # root in containers; the pages are our own
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--hide-scrollbars",
+                *HEADLESS_FLAGS,
                 "--remote-debugging-pipe",
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",

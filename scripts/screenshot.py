@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cdp import HEADLESS_FLAGS
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -48,14 +50,7 @@ def screenshot(url: str, out: Path, size: str = "1400,1800", wait_ms: int = 5000
         raw = Path(profile) / "shot.png"
         cmd = [
             browser(),
-            "--headless",
-            "--no-sandbox",  # root in containers; the page is our own
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={profile}",
             f"--window-size={size}",
             f"--virtual-time-budget={wait_ms}",  # let the page's JavaScript finish rendering
