@@ -57,17 +57,19 @@ class SweepReport(Callback):
         uri = config.tracking.get("uri") if config.tracking.name != "none" else None
         if self.log_parent and uri:
             from qexp.report.publish import log_report
-            from qexp.server import healthy
+            from qexp.tracking.mlflow_server import TrackingServerDown, ensure_answering
 
-            if str(uri).startswith(("http://", "https://")) and not healthy(str(uri), timeout=5):
-                # MLflow's client would retry for minutes; the report is on disk already
-                log.warning(
-                    "tracking server %s is not answering: the report was not logged to MLflow "
-                    "(`qexp ingest %s` logs the records once it is back)",
-                    uri,
-                    sweep_dir,
-                )
-                return
+            if str(uri).startswith(("http://", "https://")):
+                try:  # MLflow's client would retry for minutes; the report is on disk already
+                    ensure_answering(str(uri), float(config.tracking.get("health_timeout_s", 5.0)))
+                except TrackingServerDown as e:
+                    log.warning(
+                        "%s: the report was not logged to MLflow (`qexp ingest %s` logs the "
+                        "records once it is back)",
+                        e,
+                        sweep_dir,
+                    )
+                    return
 
             for msg in log_report(rep, df, str(uri)):
                 log.info("%s", msg)

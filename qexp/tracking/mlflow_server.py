@@ -53,9 +53,14 @@ def mlflow_server_sink(cfg) -> MlflowSink:
     uri = server_uri(cfg)
     if not uri.startswith(("http://", "https://")):
         raise ValueError(f"tracking=mlflow_server: tracking.uri={uri!r} is not an http(s) URI")
-    timeout = float(cfg.tracking.get("health_timeout_s", 5.0))
+    ensure_answering(uri, float(cfg.tracking.get("health_timeout_s", 5.0)))
+    return MlflowSink(uri)
+
+
+def ensure_answering(uri: str, timeout: float) -> None:
+    """Raise :class:`TrackingServerDown` unless ``uri`` answers its health check within
+    ``timeout`` s; then cap MLflow's HTTP retries for this process (``_HTTP_DEFAULTS``)."""
     if not healthy(uri, timeout=timeout):
         raise TrackingServerDown(f"tracking server {uri} is not answering (/health)")
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    return MlflowSink(uri)
