@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,18 @@ log = logging.getLogger("qexp")
 CACHE_VERSION = 1
 _MANIFEST = "manifest.json"
 _ARRAYS = "stats.npz"
+
+
+def batched(images: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """``(1, C, H, W)`` images -> ``(<=size, C, H, W)`` batches, in order."""
+    chunk: list[np.ndarray] = []
+    for img in images:
+        chunk.append(img)
+        if len(chunk) == size:
+            yield np.concatenate(chunk)
+            chunk = []
+    if chunk:
+        yield np.concatenate(chunk)
 
 
 @torch.no_grad()

@@ -14,18 +14,16 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from importlib.util import find_spec
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.quant import model_cache
-from qexp.quant.calibrate import weights_hash
+from qexp.quant.calibrate import batched, weights_hash
 from qexp.quant.ignore import select_ignored
 from qexp.quant.placement import quantizable
 
@@ -68,18 +66,6 @@ def modelopt_config(method: str, ignored: list[str], fixed: list[str], per_chann
     ]
     quant_cfg += [{"quantizer_name": f"{n}.*", "enable": False} for n in [*ignored, *fixed]]
     return {"quant_cfg": quant_cfg, "algorithm": None}
-
-
-def batched(images: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """``(1, C, H, W)`` images -> ``(<=size, C, H, W)`` batches, in order."""
-    chunk: list[np.ndarray] = []
-    for img in images:
-        chunk.append(img)
-        if len(chunk) == size:
-            yield np.concatenate(chunk)
-            chunk = []
-    if chunk:
-        yield np.concatenate(chunk)
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ from torch import nn
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.quant import model_cache
-from qexp.quant.calibrate import weights_hash
+from qexp.quant.calibrate import batched, weights_hash
 from qexp.quant.fakequant import ActQuantizer, quant_layers
 
 log = logging.getLogger("qexp")
@@ -254,8 +254,6 @@ def write_clip_json(graph, imgsz: int, out: Path) -> Path:
 @torch.no_grad()
 def calibrate_mqbench(job: Job, fmodel: nn.Module, data: EvalData, layers: list[str]) -> tuple:
     """(act amaxes, weight amaxes, clip JSON in ``directory``) from one MQBench calibration."""
-    from qexp.quant.modelopt_ptq import batched
-
     cfg = job.cfg
     imgsz, num = int(cfg.model.imgsz), OmegaConf.select(cfg, "data.calib.num")
     graph = prepare_mqbench(

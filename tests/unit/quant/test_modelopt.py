@@ -67,7 +67,8 @@ def test_modelopt_calibration_batched(tiny_detector):
     calibrator gives the same amaxes as one image at a time."""
     import modelopt.torch.quantization as mtq
 
-    from qexp.quant.modelopt_ptq import amax_state, batched, calibrate_modelopt, modelopt_config
+    from qexp.quant.calibrate import batched
+    from qexp.quant.modelopt_ptq import amax_state, calibrate_modelopt, modelopt_config
     from qexp.quant.placement import quantizable
     from qexp.quant.ptq import float_twin
 

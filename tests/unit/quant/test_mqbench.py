@@ -46,7 +46,7 @@ def _mq_cfg(**over):
 @torch.no_grad()
 def _mqbench_observers(v8, data):
     """MQBench calibrated on its own: layer -> (input observer, weight observer)."""
-    from qexp.quant.modelopt_ptq import batched
+    from qexp.quant.calibrate import batched
     from qexp.quant.mqbench_ptq import prepare_mqbench
 
     graph = prepare_mqbench(float_twin(v8.module), "minmax", "minmax", 99.99)
