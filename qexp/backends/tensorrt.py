@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from qexp.backends import trt_server
 from qexp.backends import trt_stage as stage
 from qexp.config.schema import BackendConfig
 from qexp.interfaces import Deployable, EvalData
@@ -44,16 +46,27 @@ class TensorRTBackendConfig(BackendConfig):
     ld_library_path: str = "${oc.env:TRT_LD_LIBRARY_PATH,''}"
     workspace_gb: float = 4.0
     opt_level: int = 3  # builder optimisation level 0..5 (TensorRT >= 8.6)
+    # TacticSource names to enable (null: TensorRT's default set, which on 8.6 includes cuBLAS
+    # and cuDNN); see docs/tensorrt.md for what each costs in build time
+    tactic_sources: list[str] | None = None
+    avg_timing_iterations: int | None = None  # null: TensorRT's default
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     eval_batch: int = 1  # one of batch_sizes
+    eval_all_batches: bool = True  # mAP at every batch size (the batch-consistency check)
     warmup: int = 50
     iters: int = 200
-    cuda_graph: bool = False
+    cuda_graph: bool = True  # time CUDA-graph launches: no host launch gaps in the numbers
+    latency_lock: bool = True  # one job at a time on the host times latency
     fp16_fallback: bool = True  # INT8 engines may also use fp16 kernels (trtexec --int8 --fp16)
     profile_iters: int = 20  # per-layer profile runs (0: none)
-    timing_cache: str = "${paths.cache_dir}/tensorrt/timing.cache"
+    timing_cache: str | None = "${paths.cache_dir}/tensorrt/timing.cache"
+    persistent_worker: bool = True  # one worker per qexp process: builds share a timing cache
+    lazy_loading: bool = True  # CUDA_MODULE_LOADING=LAZY for the worker
+    jit_cache: str | None = "${paths.cache_dir}/cuda_jit"  # the driver's JIT cache (null: its own)
+    build_profile: bool = True  # build_profile.json: where the build time went
     reuse_engine: bool = True  # a cached engine with the same inputs is not rebuilt
     calib_num: int | None = None  # trt_builtin: calibration images (null: data.calib.num)
+    calib_batch: int = 1  # trt_builtin: images per calibration batch
     tf32: bool = False  # fp32 layers as IEEE fp32 (TensorRT enables TF32 unless told not to)
     timeout_s: int = 3600
     log_level: str = "warning"
@@ -77,6 +90,15 @@ def worker_env(bcfg: Any) -> tuple[str, dict[str, str]]:
     """(interpreter, environment) for the worker process."""
     python = bcfg.python or sys.executable
     env = dict(os.environ)
+    if getattr(bcfg, "lazy_loading", False):
+        # TensorRT 8.6 links CUDA 12.0's runtime, which loads every kernel of a module eagerly
+        env.setdefault("CUDA_MODULE_LOADING", "LAZY")
+    jit = getattr(bcfg, "jit_cache", None)
+    if jit:
+        # kernels the driver compiles from PTX are kept for every later build (all GPUs and
+        # processes of the host); 4 GiB is the driver's maximum, its default is far smaller
+        env["CUDA_CACHE_PATH"] = str(Path(jit).resolve())
+        env.setdefault("CUDA_CACHE_MAXSIZE", str(4 << 30))
     paths = [p for p in str(bcfg.pythonpath or "").split(os.pathsep) if p] + [str(REPO_ROOT)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     ld = [p for p in str(bcfg.ld_library_path or "").split(os.pathsep) if p]
@@ -155,27 +177,37 @@ class TensorRTBackend:
         calib_dir: str | None = None
         calib_cache: str | None = None
         onnx_key = file_hash(onnx_path)
+        calib_batch = int(b.calib_batch)
         if route == "trt_builtin":
             num = int(b.calib_num or cfg.data.calib.num)
             calib_key = (OmegaConf.to_container(cfg.data.calib, resolve=True), imgsz, num)
             calib_path = job.cache("trt_calib_images", *calib_key)
             stage.calib_images(data, imgsz, num, calib_path)
             calib_dir = str(calib_path)
-            cache_dir = job.cache("trt_calib", onnx_key, calibrator, calib_key, p["tensorrt"])
+            cache_dir = job.cache(
+                "trt_calib", onnx_key, calibrator, calib_key, calib_batch, p["tensorrt"]
+            )
             calib_cache = str(cache_dir / "calibration.cache")
+        sources = None if b.tactic_sources is None else [str(x) for x in b.tactic_sources]
+        timing_iters = None if b.avg_timing_iterations is None else int(b.avg_timing_iterations)
         key = (onnx_key, dr and file_hash(Path(dr)), deploy.precision, route, calibrator,
                calib_dir, sizes, float(b.workspace_gb), int(b.opt_level),
-               bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"))  # fmt: skip
+               bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"),
+               sources, timing_iters, calib_batch if route == "trt_builtin" else None)  # fmt: skip
         engine_dir = job.cache("trt_engine", *key)
+        lock = Path(tempfile.gettempdir()) / "qexp-locks" / "latency.lock"
         req = protocol.Request(
             onnx=str(onnx_path), engine=str(engine_dir / "engine.plan"), out_dir=str(work),
             precision=deploy.precision, route=route, calibrator=calibrator,
             calib_dir=calib_dir, calib_cache=calib_cache, dynamic_range=dr,
-            timing_cache=str(Path(b.timing_cache).resolve()), workspace_gb=float(b.workspace_gb),
-            opt_level=int(b.opt_level), fp16_fallback=bool(b.fp16_fallback), tf32=bool(b.tf32),
-            batch_sizes=sizes,
-            reuse_engine=bool(b.reuse_engine), eval_input=str(images), eval_batch=int(b.eval_batch),
-            warmup=int(b.warmup), iters=int(b.iters), cuda_graph=bool(b.cuda_graph),
+            timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
+            workspace_gb=float(b.workspace_gb), opt_level=int(b.opt_level),
+            tactic_sources=sources, avg_timing_iterations=timing_iters, calib_batch=calib_batch,
+            build_profile=bool(b.build_profile), fp16_fallback=bool(b.fp16_fallback),
+            tf32=bool(b.tf32), batch_sizes=sizes, reuse_engine=bool(b.reuse_engine),
+            eval_input=str(images), eval_batch=int(b.eval_batch),
+            eval_all_batches=bool(b.eval_all_batches), warmup=int(b.warmup), iters=int(b.iters),
+            cuda_graph=bool(b.cuda_graph), latency_lock=str(lock) if b.latency_lock else None,
             profile_iters=int(b.profile_iters), log_level=str(b.log_level),
         )  # fmt: skip
         req.validate()
@@ -183,7 +215,8 @@ class TensorRTBackend:
         try:
             self._report(job, deploy, data, resp, index, imgsz)
         finally:
-            for raw in resp.outputs:  # hundreds of MB; the engine and layer JSON stay
+            raws = list(resp.outputs) + [r for rs in resp.outputs_by_batch.values() for r in rs]
+            for raw in raws:  # hundreds of MB each; the engine and layer JSON stay
                 Path(raw).unlink(missing_ok=True)
 
     def _report(self, job: Job, deploy: Deployable, data: EvalData, resp: protocol.Response,
@@ -192,13 +225,24 @@ class TensorRTBackend:
         raw = np.load(resp.outputs[0], mmap_mode="r")
         predict = stage.lookup_predict(raw, index)
         ref = stage.torch_reference(deploy.detector, deploy.module) if b.align else None
-        job.log_metrics(
-            stage.evaluate(predict, deploy.detector, data, imgsz, int(b.eval_batch), job, ref)
-        )
+        metrics = stage.evaluate(predict, deploy.detector, data, imgsz, int(b.eval_batch), job, ref)
+        job.log_metrics(metrics)
+        for bs, paths in sorted(resp.outputs_by_batch.items(), key=lambda kv: int(kv[0])):
+            # the same images through the other profile: a broken profile or batch axis shows
+            # as an mAP change, where raw-output diffs on empty anchors are only noise
+            other = stage.lookup_predict(np.load(paths[0], mmap_mode="r"), index)
+            m = stage.evaluate(other, deploy.detector, data, imgsz, int(b.eval_batch))
+            job.log_metrics(
+                {
+                    f"map50_95_b{bs}": m["map50_95"],
+                    f"batch_map_delta_b{bs}": m["map50_95"] - metrics["map50_95"],
+                }
+            )
         log_latency(job, resp.latency)
         job.log_metrics({"build_s": resp.build_s, "engine_bytes": resp.engine_bytes})
-        if "calib_s" in resp.build_stats:
-            job.log_metrics({"calib_s": resp.build_stats["calib_s"]})
+        for k in ("calib_s", "build_cpu_s"):
+            if k in resp.build_stats:
+                job.log_metrics({k: resp.build_stats[k]})
         sizes = sorted(int(k) for k in resp.layers)
         first = str(sizes[0])
         info = engine_info.load(resp.layers[first])
@@ -208,8 +252,8 @@ class TensorRTBackend:
         prof = json.loads(Path(resp.layer_profile).read_text()) if resp.layer_profile else {}
         times = engine_info.profile_times(prof) if prof else None
         engine = {
-            "tensorrt": resp.tensorrt, "gpu": resp.gpu, "engine": resp.engine,
-            "engine_bytes": resp.engine_bytes, "build": resp.build_stats,
+            "tensorrt": resp.tensorrt, "gpu": resp.gpu, "device": resp.device,
+            "engine": resp.engine, "engine_bytes": resp.engine_bytes, "build": resp.build_stats,
             "reused_engine": resp.reused_engine, "latency": resp.latency,
             "batch_max_abs_diff": resp.batch_diff,
             "summary": {f"b{bs}": sm.to_dict() for bs, sm in per_batch.items()},
@@ -227,6 +271,8 @@ class TensorRTBackend:
         }
         if prof:
             files["layer_profile.json"] = json.dumps(prof, indent=1)
+        if resp.build_profile and Path(resp.build_profile).exists():
+            files["build_profile.json"] = Path(resp.build_profile).read_text()
         for bs, path in resp.layers.items():
             if path != resp.layers[first]:  # a TensorRT that reports one profile per context
                 files[f"layers_b{bs}.json"] = Path(path).read_text()
@@ -237,6 +283,8 @@ class TensorRTBackend:
             for k in ("tensorrt", "gpu", "reused_engine", "notes", "batch_max_abs_diff")
         }
         job.info["tensorrt"]["precisions"] = summary.precisions
+        job.info["gpu"] = resp.device
+        job.info["cuda_graph"] = all(st.get("cuda_graph") for st in resp.latency.values())
 
 
 def summary_profile(info: dict[str, Any], index: int) -> int | None:
@@ -270,7 +318,9 @@ def log_latency(job: Job, latency: dict[str, dict[str, Any]]) -> None:
 def call_worker(
     bcfg: Any, req: protocol.Request, req_path: Path, timeout: int
 ) -> protocol.Response:
-    """Run the worker on ``req``; raise TensorRTError with the log tail when it fails."""
+    """Run the worker on ``req`` (the process's long-lived one with
+    ``backend.persistent_worker``, else a fresh process); raise TensorRTError with the log tail
+    when it fails."""
     from qexp.trt.worker import response_path
 
     protocol.write(req, str(req_path))
@@ -278,23 +328,37 @@ def call_worker(
     resp_path.unlink(missing_ok=True)
     exe, env = worker_env(bcfg)
     log_path = req_path.with_name("worker.log")
-    with open(log_path, "w") as logf:
+    log_path.unlink(missing_ok=True)
+    why = ""
+    if bool(getattr(bcfg, "persistent_worker", False)):
+        cache = Path(str(bcfg.timing_cache)).parent if bcfg.timing_cache else req_path.parent
+        srv = trt_server.server_for(exe, env, cache)
         try:
-            proc = subprocess.run(
-                [exe, "-m", "qexp.trt.worker", str(req_path)],
-                env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout,
-            )  # fmt: skip
-            code = proc.returncode
-        except subprocess.TimeoutExpired:
-            code = None
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+            srv.submit(req_path.resolve(), timeout)
+        except trt_server.WorkerGone as e:
+            trt_server.discard(srv)
+            why = f"{e}; its log: {srv.log_path}"
+    else:
+        with open(log_path, "w") as logf:
+            try:
+                proc = subprocess.run(
+                    [exe, "-m", "qexp.trt.worker", str(req_path)],
+                    env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout,
+                )  # fmt: skip
+                why = f"exited with status {proc.returncode}"
+            except subprocess.TimeoutExpired:
+                why = f"timed out after {timeout} s"
+    tail = ""
+    if log_path.exists():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
     if not resp_path.exists():
-        why = f"timed out after {timeout} s" if code is None else f"exited with status {code}"
         raise TensorRTError(
-            f"TensorRT worker {why} without a response\n--- worker log tail ---\n{tail}"
+            f"TensorRT worker {why or 'ended'} without a response\n--- worker log tail ---\n{tail}"
         )
     resp = protocol.read(protocol.Response, str(resp_path))
     if not resp.ok:
+        if not resp.unsupported:
+            trt_server.close_all()  # a failed build may leave CUDA in an error state
         trt_tail = "\n".join(resp.log_tail) or tail
         raise TensorRTError(f"{resp.error}\n--- TensorRT log tail ---\n{trt_tail}")
     return resp

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from typing import Any
 
@@ -85,28 +86,47 @@ def apply_dynamic_ranges(trt: Any, network: Any, path: str) -> tuple[int, list[s
     return len(seen), missing
 
 
-def load_timing_cache(config: Any, path: str | None, log: Any) -> Any:
+# The timing cache of this process: every engine a serving worker builds (a sweep's jobs on
+# one GPU) reads and extends the same object. Kept in memory because TensorRT 8.6.0 cannot
+# reload a serialized cache that holds Myelin entries ("Myelin error from unknown graph").
+SHARED_TIMING_CACHE: dict[str, Any] = {}
+
+
+def attach_timing_cache(config: Any, path: str | None, log: Any) -> Any:
+    """Give ``config`` this process's timing cache, created from ``path`` the first time."""
+    cache = SHARED_TIMING_CACHE.get("cache")
+    if cache is not None and config.set_timing_cache(cache, False):
+        return cache
     blob = b""
     if path and os.path.exists(path):
         with open(path, "rb") as f:
             blob = f.read()
     cache = config.create_timing_cache(blob)
-    if not config.set_timing_cache(cache, False):  # a cache from another GPU is not used
-        log.note(f"timing cache {path} does not match this GPU; starting a fresh one")
+    if cache is None or not config.set_timing_cache(cache, False):
+        # another GPU's or TensorRT's cache, or one this TensorRT cannot read back
+        log.note(f"timing cache {path} not usable here; starting a fresh one")
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, False)
+    SHARED_TIMING_CACHE["cache"] = cache
     return cache
 
 
-def save_timing_cache(config: Any, path: str | None) -> None:
+def save_timing_cache(cache: Any, path: str | None) -> None:
     if not path:
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    blob = compat.host_bytes(config.get_timing_cache().serialize())
+    blob = compat.host_bytes(cache.serialize())
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         f.write(blob)
-    os.replace(tmp, path)  # jobs of a sweep run one after another; last writer wins
+    os.replace(tmp, path)  # parallel jobs: last writer wins, readers see a whole file
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far (all threads): with build_s it shows whether a build
+    waits on the GPU or computes on the host."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def build(
@@ -126,6 +146,10 @@ def build(
     compat.set_workspace(trt, config, int(req.workspace_gb * (1 << 30)))
     compat.set_opt_level(config, req.opt_level)
     compat.set_detailed_profiling(trt, config)
+    if req.tactic_sources is not None:
+        compat.set_tactic_sources(trt, config, req.tactic_sources)
+    if req.avg_timing_iterations is not None:
+        config.avg_timing_iterations = int(req.avg_timing_iterations)
     input_shape = add_profiles(builder, network, config, list(req.batch_sizes))
     if not req.tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
@@ -139,29 +163,31 @@ def build(
         n, missing = apply_dynamic_ranges(trt, network, str(req.dynamic_range))
         log.note(f"dynamic ranges set on {n} tensors; {len(missing)} names not in the network")
     elif req.route == "trt_builtin":
+        calib_shape = input_shape
+        if config.num_optimization_profiles > 0:  # a dynamic batch: calibrate at calib_batch
+            calib_shape = (int(req.calib_batch), *input_shape[1:])
+            config.set_calibration_profile(_calib_profile(builder, network, calib_shape))
         calibrator = make_calibrator(
-            trt, str(req.calibrator), str(req.calib_dir), input_shape[0], input_shape,
+            trt, str(req.calibrator), str(req.calib_dir), calib_shape[0], calib_shape,
             req.calib_cache, cuda, log,
         )  # fmt: skip
         config.int8_calibrator = calibrator
-        if config.num_optimization_profiles > 0:
-            config.set_calibration_profile(_calib_profile(builder, network, input_shape))
-    load_timing_cache(config, req.timing_cache, log)
-    t0 = time.perf_counter()
+    cache = attach_timing_cache(config, req.timing_cache, log)
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     plan = builder.build_serialized_network(network, config)
-    stats = {"build_s": time.perf_counter() - t0}
+    stats = {"build_s": time.perf_counter() - t0, "build_cpu_s": cpu_seconds() - cpu0}
     if calibrator is not None:
         stats["calib_s"] = calibrator.seconds()
         stats["calib_images"] = float(calibrator.count)
         calibrator.free()
     if plan is None:
         raise BuildError("build_serialized_network returned no engine (see TensorRT's log)")
-    save_timing_cache(config, req.timing_cache)
+    save_timing_cache(cache, req.timing_cache)
     return compat.host_bytes(plan), stats
 
 
 def _calib_profile(builder: Any, network: Any, shape: tuple[int, ...]) -> Any:
-    """The calibration profile: the first batch size (calibration feeds that many images)."""
+    """The calibration profile at the calibration batch (calibration feeds that many images)."""
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
     profile.set_shape(name, shape, shape, shape)

@@ -100,6 +100,21 @@ def set_opt_level(config: Any, level: int | None) -> bool:
     return True
 
 
+def set_tactic_sources(trt: Any, config: Any, names: list[str]) -> list[str]:
+    """Enable exactly ``names`` (TacticSource members this TensorRT has); returns the ones set.
+    E.g. dropping CUBLAS/CUDNN where those libraries are stubs, or JIT_CONVOLUTIONS to skip
+    compiling fused kernels at build time."""
+    ts = getattr(trt, "TacticSource", None)
+    if ts is None or not hasattr(config, "set_tactic_sources"):
+        return []
+    have = [n for n in names if hasattr(ts, n)]
+    mask = 0
+    for n in have:
+        mask |= 1 << int(getattr(ts, n))
+    config.set_tactic_sources(mask)
+    return have
+
+
 def set_detailed_profiling(trt: Any, config: Any) -> None:
     pv = getattr(trt, "ProfilingVerbosity", None)
     if pv is not None:

@@ -63,6 +63,18 @@ class Cuda:
         self.check(fn(buf, ctypes.c_int(device)), "cudaGetDeviceProperties")
         return buf.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
 
+    def device_uuid(self, device: int = 0) -> str:
+        """The GPU's UUID as nvidia-smi prints it (cudaDeviceProp.uuid follows the 256-byte
+        name in every CUDA version since 10)."""
+        buf = ctypes.create_string_buffer(16384)
+        fn = (
+            getattr(self.lib, "cudaGetDeviceProperties_v2", None)
+            or self.lib.cudaGetDeviceProperties
+        )
+        self.check(fn(buf, ctypes.c_int(device)), "cudaGetDeviceProperties")
+        h = buf.raw[256:272].hex()
+        return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
     def runtime_version(self) -> int:
         v = ctypes.c_int(0)
         self.check(self.lib.cudaRuntimeGetVersion(ctypes.byref(v)), "cudaRuntimeGetVersion")

@@ -6,8 +6,11 @@ device buffers, so switching batch sizes never re-plans anything mid-measurement
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -105,6 +108,23 @@ def batch_check(ctx: Context, eval_input: str, raw_path: str) -> float:
     out = ctx.get_outputs()[0][:k].astype(np.float32)
     ref = np.load(raw_path, mmap_mode="r")[:k]
     return float(np.abs(out - ref).max())
+
+
+@contextlib.contextmanager
+def host_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (None: no lock). Jobs on the other GPUs of the host
+    take the same lock around their timing, so a batch-1 measurement never shares the host's
+    CPU and PCIe with another job's timing loop."""
+    if not path:
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def latency(ctx: Context, warmup: int, iters: int, cuda_graph: bool, log: Any) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 PRECISIONS = ("fp32", "fp16", "int8")
 ROUTES = ("float", "qdq", "dynamic_range", "trt_builtin")
 CALIBRATORS = ("minmax", "entropy", "entropy2", "legacy")
+# trt.TacticSource members a request may enable (None = TensorRT's own default set)
+TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")
 # TensorRT's class for each calibrator choice (removed in TensorRT 11; see compat.py)
 CALIBRATOR_CLASSES = {
     "minmax": "IInt8MinMaxCalibrator",
@@ -45,15 +47,21 @@ class Request:
     timing_cache: str | None = None
     workspace_gb: float = 4.0
     opt_level: int | None = 3  # builder optimisation level (TensorRT >= 8.6)
+    tactic_sources: list[str] | None = None  # enabled TacticSource names; None: TensorRT's
+    avg_timing_iterations: int | None = None  # None: TensorRT's default
+    calib_batch: int = 1  # route trt_builtin: images per calibration batch
+    build_profile: bool = False  # time the build from TensorRT's verbose log (build_profile.json)
     fp16_fallback: bool = True  # int8 engines may also pick fp16 kernels (as trtexec --fp16)
     tf32: bool = False  # allow TF32 for fp32 layers (TensorRT's default is on; --noTF32 = off)
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     reuse_engine: bool = True
     eval_input: str | None = None  # .npy (N, C, H, W): uint8 (/255), float16 or float32
     eval_batch: int = 1  # one of batch_sizes
+    eval_all_batches: bool = True  # also run the eval images at every other batch size
     warmup: int = 50
     iters: int = 200
-    cuda_graph: bool = False
+    cuda_graph: bool = True
+    latency_lock: str | None = None  # a file locked host-wide while latency is timed
     profile_iters: int = 20
     log_level: str = "warning"  # TensorRT logger: error | warning | info | verbose
 
@@ -84,6 +92,12 @@ class Request:
             raise bad("eval_batch", f"must be one of batch_sizes {self.batch_sizes}")
         if self.iters < 1 or self.warmup < 0:
             raise bad("iters", "iters must be >= 1 and warmup >= 0")
+        if self.tactic_sources is not None:
+            unknown = sorted(set(self.tactic_sources) - set(TACTIC_SOURCES))
+            if unknown:
+                raise bad("tactic_sources", f"unknown {unknown}; known: {TACTIC_SOURCES}")
+        if self.calib_batch < 1:
+            raise bad("calib_batch", "must be >= 1")
 
 
 @dataclass
@@ -101,10 +115,14 @@ class Response:
     build_s: float = 0.0
     build_stats: dict[str, float] = field(default_factory=dict)  # build_s, calib_s, ...
     reused_engine: bool = False
+    build_profile: str = ""  # build_profile.json (route of the build time), when asked for
+    device: dict[str, Any] = field(default_factory=dict)  # index, name, uuid of the GPU used
+    pid: int = 0  # the worker process (a serving worker answers many requests)
     layers: dict[str, str] = field(default_factory=dict)  # batch -> inspector JSON path
     layer_profile: str = ""
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # batch -> stats (ms)
     outputs: list[str] = field(default_factory=list)  # raw eval outputs .npy, network order
+    outputs_by_batch: dict[str, list[str]] = field(default_factory=dict)  # other batch sizes
     output_names: list[str] = field(default_factory=list)
     eval_images: int = 0
     batch_diff: dict[str, float] = field(default_factory=dict)  # batch -> max |diff| vs eval batch
