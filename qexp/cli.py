@@ -18,6 +18,7 @@ def _task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from qexp import gpus
     from qexp.config.schema import AXES
     from qexp.record import FAILED
     from qexp.runner import JobSpec, run_job
@@ -25,6 +26,8 @@ def _task(cfg) -> None:
     hc = HydraConfig.get()
     logging.getLogger("qexp").setLevel(cfg.log_level)
     multirun = hc.mode == RunMode.MULTIRUN
+    # a parallel launcher on a multi-GPU host: this job process takes one GPU for itself
+    gpus.claim_for_launcher(hc.launcher.get("n_jobs") if multirun else None)
     spec = JobSpec(
         job_dir=Path(hc.runtime.output_dir),
         choices={a: str(hc.runtime.choices.get(a)) for a in AXES},

@@ -8,7 +8,9 @@ YAML files start with ``defaults: [/schema/<axis>/<name>@_here_, _self_]``.
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
+from qexp import gpus
 from qexp.config import schema as s
 from qexp.registry import BACKENDS, MODEL_FAMILIES, QUANTIZERS, TRACKERS, Registry, load_plugins
 
@@ -40,6 +42,8 @@ def register_configs() -> None:
     if _done:
         return
     load_plugins()
+    # ${qexp_gpus:} in launcher configs: one parallel job per GPU of this machine
+    OmegaConf.register_new_resolver("qexp_gpus", gpus.gpu_count, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qexp_config", node=s.Config)
     for axis, schema in BASE_SCHEMAS.items():
