@@ -7,6 +7,7 @@ metrics, SKIPPED with the reason, or FAILED with the error. It never raises into
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 import traceback
@@ -86,6 +87,7 @@ class Index:
 
     def __init__(self, output_dir: Path) -> None:
         self.dir = Path(output_dir) / "index"
+        self._held: dict[str, Any] = {}
 
     def lookup(self, chash: str) -> Record | None:
         p = self.dir / f"{chash}.txt"
@@ -100,6 +102,30 @@ class Index:
 
     def add(self, record: Record) -> None:
         atomic_write_text(self.dir / f"{record.config_hash}.txt", record.job_dir)
+
+    def claim(self, chash: str, job_dir: Path) -> Path | None:
+        """Mark ``chash`` as running here (an flock held until ``release``); None when another
+        process runs it now (parallel launchers start equivalent jobs at the same time)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / f"{chash}.run.lock", "a+")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            return Path(holder or "?")
+        f.seek(0)
+        f.truncate()
+        f.write(str(job_dir))
+        f.flush()
+        self._held[chash] = f
+        return None
+
+    def release(self, chash: str) -> None:
+        f = self._held.pop(chash, None)
+        if f is not None:
+            f.close()
 
 
 def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
@@ -140,6 +166,23 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
         return _finish(cfg, base.replace(status=SKIPPED, reason=reason), job_dir, t0)
 
     index = Index(Path(cfg.paths.output_dir))
+    running = index.claim(base.config_hash, job_dir)
+    if running is not None:
+        why = (
+            f"equivalent to the job running now in {running} (same config hash); "
+            "re-run the sweep to resume it if that one fails"
+        )
+        return _finish(cfg, base.replace(status=SKIPPED, reason=why), job_dir, t0)
+    try:
+        return _claimed(cfg, spec, base, index, job_dir, t0)
+    finally:
+        index.release(base.config_hash)
+
+
+def _claimed(
+    cfg: DictConfig, spec: JobSpec, base: Record, index: Index, job_dir: Path, t0: float
+) -> Record:
+    """The rest of run_job, with this job's config hash claimed."""
     done = index.lookup(base.config_hash)
     if done is not None:
         if done.choices == base.choices and cfg.resume:
