@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ORDER = {"none": 0, "fp16": 1, "trt_builtin": 2, "ptq": 3}
+ORDER = {"none": 0, "fp16": 1, "trt_builtin": 2, "ptq": 3, "ptq_dr": 4}
 
 
 def label(r: dict[str, Any]) -> str:
@@ -50,9 +50,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     fp16 = next(
         (r["metrics"] for r in rows if label(r) == "fp16" and r["status"] == "FINISHED"), {}
     )
-    head = ["row", "mAP50-95", "mAP50", "torch mAP50-95", "Δ vs torch", "p50 b1 ms", "p90 b1 ms",
-            "p50 b32 ms", "p90 b32 ms", "img/s b1", "img/s b32", "b32 vs fp16", "engine MB",
-            "build s", "layers", "int8", "fp16", "fp32", "reformat"]  # fmt: skip
+    head = ["row", "mAP50-95", "mAP50", "torch mAP50-95", "Δ vs torch", "mAP50-95 b32",
+            "p50 b1 ms", "p90 b1 ms", "p90/p50 b1", "p50 b32 ms", "p90 b32 ms", "img/s b1",
+            "img/s b32", "b32 vs fp16", "engine MB", "build s", "calib s", "GPU", "layers",
+            "int8", "fp16", "fp32", "reformat"]  # fmt: skip
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r["metrics"]
@@ -63,13 +64,17 @@ def table(rows: list[dict[str, Any]]) -> str:
         ratio = None
         if fp16.get("throughput_ips_b32") and m.get("throughput_ips_b32"):
             ratio = m["throughput_ips_b32"] / fp16["throughput_ips_b32"]
+        spread = None
+        if m.get("latency_ms_p50") and m.get("latency_ms_p90"):
+            spread = m["latency_ms_p90"] / m["latency_ms_p50"]
         cells = [
             label(r), fmt(m.get("map50_95")), fmt(m.get("map50")), fmt(m.get("torch/map50_95")),
-            fmt(m.get("align_map_delta"), 4), fmt(m.get("latency_ms_p50")),
-            fmt(m.get("latency_ms_p90")), fmt(m.get("latency_ms_p50_b32")),
-            fmt(m.get("latency_ms_p90_b32")), fmt(m.get("throughput_ips_b1"), 0),
-            fmt(m.get("throughput_ips_b32"), 0), fmt(ratio, 2),
-            fmt(m.get("engine_bytes", 0) / 1e6, 2), fmt(m.get("build_s"), 1),
+            fmt(m.get("align_map_delta"), 4), fmt(m.get("map50_95_b32")),
+            fmt(m.get("latency_ms_p50")), fmt(m.get("latency_ms_p90")), fmt(spread, 2),
+            fmt(m.get("latency_ms_p50_b32")), fmt(m.get("latency_ms_p90_b32")),
+            fmt(m.get("throughput_ips_b1"), 0), fmt(m.get("throughput_ips_b32"), 0),
+            fmt(ratio, 2), fmt(m.get("engine_bytes", 0) / 1e6, 2), fmt(m.get("build_s"), 1),
+            fmt(m.get("calib_s"), 1), str((r.get("info", {}).get("gpu") or {}).get("index", "")),
         ] + [fmt(int(m[k])) if k in m else "" for k in
              ("layers_total", "layers_int8", "layers_fp16", "layers_fp32", "reformat_layers")]  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")

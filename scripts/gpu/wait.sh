@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# On the GPU machine: wait up to SECONDS (default 540) for the detached sweep, print where it
-# is, and pack the records so far into $OUT/records.tgz (scripts/gpu/collect.sh). Call it
-# back to back (a machine idle for 30 s is given back) until it prints "sweep done".
+# On the GPU machine: wait up to SECONDS for a job started by scripts/gpu/start.sh, print where
+# it is, and pack the records so far into $OUT/records.tgz (scripts/gpu/collect.sh). Call it back
+# to back (a machine idle for 30 s is given back) until it prints "<name> done".
+#   bash scripts/gpu/wait.sh [NAME=sweep] [SECONDS=540]
 set -uo pipefail
 S=${STAGE:-$HOME/stage}
-end=$(( $(date +%s) + ${1:-540} ))
-while [ ! -f "$S/sweep.done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-grep -E '^===|FINISHED|FAILED|SKIPPED|no job' "$S/sweep.log" | tail -n 30
-[ -f "$S/sweep.done" ] && echo "sweep done" || echo "sweep still running"
-cp "$S/sweep.log" "${OUT:-.}/sweep.log" 2>/dev/null || true
+name=${1:-sweep}
+end=$(( $(date +%s) + ${2:-540} ))
+while [ ! -f "$S/$name.done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 3; done
+grep -v -E ': [0-9]+/[0-9]+ \(' "$S/$name.log" | grep -E '^\[|===|FINISHED|FAILED|SKIPPED|done|exit|rc=|Error' | tail -n 40
+[ -f "$S/$name.done" ] && echo "$name done ($(cat "$S/$name.done"))" || echo "$name still running"
+uptime
+nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+cp "$S/$name.log" "${OUT:-.}/$name.log" 2>/dev/null || true
 bash scripts/gpu/collect.sh

@@ -11,7 +11,7 @@ pyv=(--python-version 3.12 --implementation cp --only-binary=:all: --no-deps
      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 $py -m pip download -q "${pyv[@]}" -d "$dir" \
   ultralytics==8.4.190 ultralytics-thop==2.2.3 hydra-core==1.3.8 omegaconf==2.3.1 \
-  onnxslim==0.1.98 faster-coco-eval==1.8.0 "$@"
+  onnxslim==0.1.98 faster-coco-eval==1.8.0 hydra-joblib-launcher==1.2.0 joblib==1.6.0 "$@"
 # antlr4's runtime 4.9.3 (hydra's parser) is an sdist on PyPI: build its pure-Python wheel here
 ls "$dir"/antlr4_python3_runtime-4.9.3-*.whl >/dev/null 2>&1 ||
   $py -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w "$dir"

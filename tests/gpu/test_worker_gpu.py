@@ -186,3 +186,35 @@ def test_a_broken_onnx_fails_with_the_parser_message(probe, tmp_path):
     with pytest.raises(trt_backend.TensorRTError, match="cannot parse") as e:
         trt_backend.call_worker(_bcfg(), req, tmp_path / "r.json", timeout=300)
     assert "TensorRT log tail" in str(e.value)
+
+
+def test_a_serving_worker_shares_its_timing_cache_between_builds(probe, assets, tmp_path):
+    """--serve: one process answers every request; the second build of the same network finds
+    its tactics in the in-memory timing cache (TensorRT 8.6.0 cannot reload a serialized cache
+    holding Myelin entries), and the build profile, per-batch outputs and GPU are reported."""
+    d, dyn, ref = assets
+    b = OmegaConf.merge(_bcfg(), {"persistent_worker": True, "timing_cache": None,
+                                  "lazy_loading": True, "jit_cache": str(tmp_path / "jit")})  # fmt: skip
+    resps = []
+    for i in range(2):
+        req = protocol.Request(
+            onnx=str(dyn), engine=str(tmp_path / f"e{i}.plan"), out_dir=str(tmp_path / f"o{i}"),
+            precision="fp16", batch_sizes=[1, 4], eval_input=str(d / "images.npy"),
+            warmup=5, iters=20, profile_iters=0, opt_level=2, build_profile=True,
+            reuse_engine=False, latency_lock=str(tmp_path / "latency.lock"),
+        )  # fmt: skip
+        resps.append(trt_backend.call_worker(b, req, tmp_path / f"o{i}" / "request.json", 600))
+    first, second = resps
+    assert first.pid == second.pid != 0
+    assert not any("rejected the timing cache" in n for n in first.notes + second.notes)
+    p1, p2 = (json.loads(Path(r.build_profile).read_text()) for r in resps)
+    assert p1["tactics_timed"] > 0 and p1["layers_tuned"] > 0, p1
+    assert p2["tactics_timed"] < p1["tactics_timed"] / 4, (p1["tactics_timed"], p2)
+    assert (Path(first.build_profile).parent / "build_log.txt.gz").exists()
+    assert set(first.outputs_by_batch) == {"4"}
+    assert np.abs(np.load(first.outputs_by_batch["4"][0]) - ref).max() < 2e-2
+    assert first.device["name"] and first.device["uuid"].startswith("GPU-")
+    assert all(st["cuda_graph"] for st in first.latency.values()), first.notes
+    from qexp.backends import trt_server
+
+    trt_server.close_all()
