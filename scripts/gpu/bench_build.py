@@ -45,6 +45,12 @@ VARIANTS: dict[str, tuple[list[str], str | None]] = {
     # the same build as o2 in a new process, with o2's CUDA JIT cache already filled
     "o2_warm_jit": (["backend.opt_level=2", "backend.jit_cache=@o2"], "o2"),
     "o0": (["backend.opt_level=0"], None),
+    # two builds of the same engine, one after the other in one qexp process and one serving
+    # worker: the second finds its tactics in the worker's in-memory timing cache
+    "o2_serve_x2": (
+        ["-m", "backend.opt_level=2", "backend.persistent_worker=true", "seed=0,1"],
+        None,
+    ),
     "int8_trt_minmax_o2": (
         ["quantizer=trt_builtin", "calibrator=minmax", "backend.opt_level=2"],
         None,
@@ -128,7 +134,8 @@ def run_phase(names: list[str], out: Path, phase: str, per_gpu: int, timeout: in
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("QEXP_OUT", "bench")) / "bench")
+    default_out = Path(os.environ.get("QEXP_OUT", Path.home() / "qexp-out")) / "bench"
+    ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--per-gpu", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=480, help="seconds per build before giving up")
     ap.add_argument("--only", default="", help="comma-separated variant names")
@@ -138,7 +145,7 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     for phase in a.phases.split(","):
         if phase == "measure":  # a build that failed or timed out is not rebuilt here
-            names = [n for n in names if finished(a.out, n, "build")]
+            names = [n for n in names if finished(a.out, n, "build") and "-m" not in VARIANTS[n][0]]
         run_phase(names, a.out, phase, a.per_gpu if phase == "build" else 1, a.timeout)
     print("bench done", flush=True)
     return 0

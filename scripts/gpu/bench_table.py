@@ -19,14 +19,14 @@ from pathlib import Path
 REF_B32 = {"fp16": 9770.75, "trt_builtin": 12776.10}  # img/s, opt level 3, batch 32
 
 
-def record(d: Path) -> dict | None:
-    recs = [json.loads(p.read_text()) for p in d.rglob("result.json")] if d.exists() else []
-    recs.sort(key=lambda r: r.get("finished_at") or "")
-    return recs[-1] if recs else None
+def records(d: Path) -> list[tuple[Path, dict]]:
+    """(record dir, record) under ``d``, oldest first (paths from here: records come home)."""
+    found = [(p.parent, json.loads(p.read_text())) for p in d.rglob("result.json")]
+    return sorted(found, key=lambda pr: pr[1].get("finished_at") or "")
 
 
-def profile(rec: dict) -> dict:
-    p = Path(rec.get("job_dir", "")) / "artifacts" / "build_profile.json"
+def profile(job: Path) -> dict:
+    p = job / "artifacts" / "build_profile.json"
     return json.loads(p.read_text()) if p.exists() else {}
 
 
@@ -37,27 +37,32 @@ def fmt(x: float | None, nd: int = 1) -> str:
 def rows(bench: Path) -> list[list[str]]:
     out = []
     for d in sorted(p for p in bench.iterdir() if p.is_dir()):
-        b, m = record(d / "build"), record(d / "measure")
-        if b is None:
-            continue
-        bm, mm = b.get("metrics", {}), (m or {}).get("metrics", {})
-        prof = profile(b)
-        phases = ", ".join(f"{k} {v:.0f}" for k, v in sorted(
-            prof.get("phases_s", {}).items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
-        runners = ", ".join(f"{k} {v:.0f}" for k, v in prof.get("runners_s", [])[:3])
-        q = b["choices"].get("quantizer")
-        ref = REF_B32.get(q)
-        thr = mm.get("throughput_ips_b32")
-        status = b["status"] if b["status"] != "FAILED" else "FAILED: " + (
-            (b.get("error") or "").splitlines()[0][:60])  # fmt: skip
-        out.append([
-            d.name, status, fmt(bm.get("build_s")), fmt(bm.get("build_cpu_s")),
-            str(prof.get("tactics_timed", "–")), phases or "–", runners or "–",
-            fmt(mm.get("latency_ms_p50"), 3), fmt(mm.get("latency_ms_p90"), 3), fmt(thr, 0),
-            fmt(thr / ref, 3) if thr and ref else "–",
-            fmt(mm.get("reformat_layers"), 0), fmt(mm.get("map50_95"), 4),
-        ])  # fmt: skip
+        builds, measured = records(d / "build"), records(d / "measure")
+        m = measured[-1][1] if measured and len(builds) == 1 else None
+        for i, (job, b) in enumerate(builds):
+            name = d.name if len(builds) == 1 else f"{d.name} #{i + 1}"
+            out.append(row(name, job, b, m))
     return out
+
+
+def row(name: str, job: Path, b: dict, m: dict | None) -> list[str]:
+    bm, mm = b.get("metrics", {}), (m or {}).get("metrics", {})
+    prof = profile(job)
+    phases = ", ".join(f"{k} {v:.0f}" for k, v in sorted(
+        prof.get("phases_s", {}).items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
+    runners = ", ".join(f"{k} {v:.0f}" for k, v in prof.get("runners_s", [])[:3])
+    ref = REF_B32.get(b["choices"].get("quantizer"))
+    thr = mm.get("throughput_ips_b32")
+    status = b["status"]
+    if status == "FAILED":
+        status += ": " + (b.get("error") or "").splitlines()[0][:60]
+    return [
+        name, status, fmt(bm.get("build_s")), fmt(bm.get("build_cpu_s")),
+        str(prof.get("tactics_timed", "–")), phases or "–", runners or "–",
+        fmt(mm.get("latency_ms_p50"), 3), fmt(mm.get("latency_ms_p90"), 3), fmt(thr, 0),
+        fmt(thr / ref, 3) if thr and ref else "–",
+        fmt(mm.get("reformat_layers"), 0), fmt(mm.get("map50_95"), 4),
+    ]  # fmt: skip
 
 
 HEAD = ["variant", "status", "build s", "cpu s", "tactics", "top phases (s)", "top runners (s)",
