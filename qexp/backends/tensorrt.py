@@ -45,11 +45,16 @@ class TensorRTBackendConfig(BackendConfig):
     pythonpath: str = "${oc.env:TRT_PYTHONPATH,''}"
     ld_library_path: str = "${oc.env:TRT_LD_LIBRARY_PATH,''}"
     workspace_gb: float = 4.0
-    opt_level: int = 3  # builder optimisation level 0..5 (TensorRT >= 8.6)
+    # builder optimisation level 0..5 (TensorRT >= 8.6); 3 is TensorRT's default, see
+    # docs/results/tensorrt-build.md for what 2 saves in build time and costs in speed
+    opt_level: int = 2
     # TacticSource names to enable (null: TensorRT's default set, which on 8.6 includes cuBLAS
     # and cuDNN); see docs/tensorrt.md for what each costs in build time
     tactic_sources: list[str] | None = None
     avg_timing_iterations: int | None = None  # null: TensorRT's default
+    # "no_fp32": fp16/int8 builds don't time fp32 implementations where others exist (most of
+    # a build is timing reformats between fp32 and fp16 formats); null: the full search
+    format_filter: str | None = "no_fp32"
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     eval_batch: int = 1  # one of batch_sizes
     eval_all_batches: bool = True  # mAP at every batch size (the batch-consistency check)
@@ -193,7 +198,8 @@ class TensorRTBackend:
         key = (onnx_key, dr and file_hash(Path(dr)), deploy.precision, route, calibrator,
                calib_dir, sizes, float(b.workspace_gb), int(b.opt_level),
                bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"),
-               sources, timing_iters, calib_batch if route == "trt_builtin" else None)  # fmt: skip
+               sources, timing_iters, calib_batch if route == "trt_builtin" else None,
+               b.format_filter)  # fmt: skip
         engine_dir = job.cache("trt_engine", *key)
         lock = Path(tempfile.gettempdir()) / "qexp-locks" / "latency.lock"
         req = protocol.Request(
@@ -203,6 +209,7 @@ class TensorRTBackend:
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
             workspace_gb=float(b.workspace_gb), opt_level=int(b.opt_level),
             tactic_sources=sources, avg_timing_iterations=timing_iters, calib_batch=calib_batch,
+            format_filter=b.format_filter,
             build_profile=bool(b.build_profile), fp16_fallback=bool(b.fp16_fallback),
             tf32=bool(b.tf32), batch_sizes=sizes, reuse_engine=bool(b.reuse_engine),
             eval_input=str(images), eval_batch=int(b.eval_batch),

@@ -8,6 +8,7 @@ provides one); a static-batch ONNX builds only for its own batch size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -18,6 +19,7 @@ from qexp.trt import compat
 from qexp.trt.calibrator import make_calibrator
 from qexp.trt.cuda import Cuda
 from qexp.trt.protocol import Request
+from qexp.trt.selector import make_selector
 
 
 class BuildError(RuntimeError):
@@ -150,6 +152,11 @@ def build(
         compat.set_tactic_sources(trt, config, req.tactic_sources)
     if req.avg_timing_iterations is not None:
         config.avg_timing_iterations = int(req.avg_timing_iterations)
+    selector = None
+    # fp32 engines keep every fp32 format: the filter is for fp16/int8 builds only
+    if req.format_filter and req.precision != "fp32":
+        selector = make_selector(trt, req.format_filter)
+        config.algorithm_selector = selector
     input_shape = add_profiles(builder, network, config, list(req.batch_sizes))
     if not req.tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
@@ -174,12 +181,27 @@ def build(
         config.int8_calibrator = calibrator
     cache = attach_timing_cache(config, req.timing_cache, log)
     t0, cpu0 = time.perf_counter(), cpu_seconds()
-    plan = builder.build_serialized_network(network, config)
+    plan = None
+    try:
+        plan = builder.build_serialized_network(network, config)
+    except Exception as e:  # noqa: BLE001 - retried below without the selector
+        if selector is None:
+            raise
+        log.note(f"build with format_filter={req.format_filter} raised {e}")
+    if plan is None and selector is not None:
+        # never lose an engine to the search shortcut: the same build with the full search
+        log.note(f"format_filter={req.format_filter} gave no engine; rebuilt without it")
+        with contextlib.suppress(TypeError):  # a binding that refuses None: the flag below
+            config.algorithm_selector = None
+        selector = None
+        plan = builder.build_serialized_network(network, config)
     stats = {"build_s": time.perf_counter() - t0, "build_cpu_s": cpu_seconds() - cpu0}
     if calibrator is not None:
         stats["calib_s"] = calibrator.seconds()
         stats["calib_images"] = float(calibrator.count)
         calibrator.free()
+    if selector is not None:
+        stats.update(selector.stats())
     if plan is None:
         raise BuildError("build_serialized_network returned no engine (see TensorRT's log)")
     save_timing_cache(cache, req.timing_cache)

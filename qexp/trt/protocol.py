@@ -49,6 +49,7 @@ class Request:
     opt_level: int | None = 3  # builder optimisation level (TensorRT >= 8.6)
     tactic_sources: list[str] | None = None  # enabled TacticSource names; None: TensorRT's
     avg_timing_iterations: int | None = None  # None: TensorRT's default
+    format_filter: str | None = None  # "no_fp32": don't time fp32 implementations (selector.py)
     calib_batch: int = 1  # route trt_builtin: images per calibration batch
     build_profile: bool = False  # time the build from TensorRT's verbose log (build_profile.json)
     fp16_fallback: bool = True  # int8 engines may also pick fp16 kernels (as trtexec --fp16)
@@ -96,6 +97,8 @@ class Request:
             unknown = sorted(set(self.tactic_sources) - set(TACTIC_SOURCES))
             if unknown:
                 raise bad("tactic_sources", f"unknown {unknown}; known: {TACTIC_SOURCES}")
+        if self.format_filter not in (None, "no_fp32"):
+            raise bad("format_filter", "must be null or 'no_fp32'")
         if self.calib_batch < 1:
             raise bad("calib_batch", "must be >= 1")
 
