@@ -25,6 +25,7 @@ from qexp.environment import git_sha, versions
 from qexp.job import Job, content_hash
 from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
 from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
+from qexp.threads import job_threads, torch_threads
 
 log = logging.getLogger("qexp")
 
@@ -231,8 +232,11 @@ def _timed_execute(job: Job) -> None:
     """Run the job's work, recording its wall time as ``info.work_s``: what qexp spends around
     it (validation, hashing, records, tracking) is overhead, reported by scripts/load_test.py."""
     t = time.perf_counter()
+    threads = job_threads(int(OmegaConf.select(job.cfg, "backend.threads", default=0) or 0))
+    job.info.update(threads.info())
     try:
-        _execute(job)
+        with torch_threads(threads.n):  # this job's share of the cores (qexp/threads.py)
+            _execute(job)
     finally:
         job.info["work_s"] = round(time.perf_counter() - t, 4)
 

@@ -17,6 +17,7 @@ from qexp.config.schema import BackendConfig
 from qexp.eval import evaluate
 from qexp.models.detector import torch_predict
 from qexp.registry import BACKENDS
+from qexp.threads import job_threads, ort_options, torch_threads
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -39,22 +40,27 @@ class OrtBackendConfig(BackendConfig):
     name: str = "onnxruntime"
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     graph_optimization: str = "all"  # disable | basic | extended | all
+    # spin-wait between ops (ONNX Runtime's default): no faster here, and on a machine shared
+    # with torch or other jobs it burns the cores they need (docs/results/cpu-eval-speed.md)
+    spin: bool = False
 
 
 def make_session(
-    path: Path, threads: int = 0, providers: list[str] | None = None, opt: str = "all"
+    path: Path,
+    threads: int = 0,
+    providers: list[str] | None = None,
+    opt: str = "all",
+    spin: bool = False,
 ) -> ort.InferenceSession:
-    """An InferenceSession; ``threads`` 0 leaves ONNX Runtime's default (one per core)."""
+    """An InferenceSession on ``threads`` intra-op threads (0: this job's share of the cores,
+    see qexp/threads.py), spin-waiting only if ``spin``."""
     import onnxruntime as ort
 
     if opt not in _OPT_LEVELS:
         raise ValueError(
             f"backend.graph_optimization={opt!r}: must be one of {', '.join(_OPT_LEVELS)}"
         )
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
+    so = ort_options(ort.SessionOptions(), threads or job_threads().n, spin)
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[opt])
     so.log_severity_level = 3  # warnings about unused initializers are noise here
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
@@ -102,17 +108,26 @@ class OrtBackend:
         return None
 
     def run(self, job: Job, deploy: Deployable, data: EvalDataset) -> None:
+        path = cached_export(job, deploy, int(job.cfg.data.get("batch") or 1))
+        job.add_artifact("onnx", path)
+        threads = job_threads(int(job.cfg.backend.threads))
+        with torch_threads(threads.n):  # the torch reference pass (alignment) shares the cores
+            self._run(job, deploy, data, path, threads.n)
+        job.info.update(threads.info())
+
+    def _run(
+        self, job: Job, deploy: Deployable, data: EvalDataset, path: Path, threads: int
+    ) -> None:
         import onnxruntime as ort
 
         cfg, b = job.cfg, job.cfg.backend
         imgsz, batch = int(cfg.model.imgsz), int(cfg.data.get("batch") or 1)
-        path = cached_export(job, deploy, batch)
-        job.add_artifact("onnx", path)
         sess = make_session(
             path,
-            int(b.threads),
+            threads,
             list(b.get("providers") or []),
             str(b.get("graph_optimization", "all")),
+            bool(b.spin),
         )
         rect = bool(cfg.data.get("rect", False))
         if rect and not dynamic_hw(sess):
@@ -154,6 +169,7 @@ class OrtBackend:
         job.info.update(
             onnxruntime=ort.__version__,
             ort_providers=sess.get_providers(),
-            ort_threads=int(b.threads),
+            ort_threads=threads,
+            ort_spinning=bool(b.spin),
             eval_rect=rect,
         )

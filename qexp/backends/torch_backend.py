@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +13,7 @@ from qexp.config.schema import BackendConfig
 from qexp.eval import evaluate
 from qexp.models.detector import torch_predict
 from qexp.registry import BACKENDS
+from qexp.threads import job_threads, torch_threads
 
 if TYPE_CHECKING:
     from qexp.data import EvalDataset
@@ -26,18 +25,6 @@ if TYPE_CHECKING:
 class TorchBackendConfig(BackendConfig):
     name: str = "torch"
     align: bool = False  # nothing to align: this backend runs the torch module itself
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (0: leave torch's default), restored afterwards."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @BACKENDS.register("torch", schema=TorchBackendConfig)
@@ -59,7 +46,8 @@ class TorchBackend:
         detector = deploy.detector
         module = deploy.module.eval()
         predict = torch_predict(detector, module)
-        with torch_threads(int(b.threads)):
+        threads = job_threads(int(b.threads))
+        with torch_threads(threads.n):
             res = evaluate(predict, detector, data, imgsz, batch, rect, job, scope="torch")
             job.log_metrics({k: res[k] for k in ("map50_95", "map50", "eval_s")})
             x = torch.from_numpy(
@@ -72,4 +60,4 @@ class TorchBackend:
 
             times = measure(forward, int(b.warmup), int(b.iters))
         job.log_metrics(latency_metrics(times, x.shape[0]))
-        job.info.update(torch_threads=int(b.threads) or torch.get_num_threads(), eval_rect=rect)
+        job.info.update(torch_threads=threads.n, eval_rect=rect, **threads.info())

@@ -63,6 +63,9 @@ class QuantizerConfig:
     w_bits: int = 8
     a_bits: int = 8
     per_channel: bool = True
+    # where torch work runs (calibration pass, sensitivity, AdaRound, QAT): auto = cuda when
+    # torch sees a GPU, else cpu; cpu | cuda | cuda:N (qexp/device.py)
+    device: str = "auto"
 
 
 @dataclass

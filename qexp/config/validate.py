@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from qexp.device import check_device
 from qexp.registry import BACKENDS, MODEL_FAMILIES, OBSERVERS, QUANTIZERS, TRACKERS, RegistryError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -40,6 +41,9 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("quantizer.export", cfg.quantizer.export, EXPORTS)
     _check_choice("calibrator.name", cfg.calibrator.name, CALIBRATORS)
     _check_choice("ignore.metric", cfg.ignore.metric, SENSITIVITY_METRICS)
+    why = check_device(str(OmegaConf.select(cfg, "quantizer.device", default="auto")))
+    if why:
+        raise ConfigError(why)
     for opt in ("quantizer.w_bits", "quantizer.a_bits"):
         bits = OmegaConf.select(cfg, opt)
         if not 2 <= int(bits) <= 16:

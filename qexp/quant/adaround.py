@@ -34,7 +34,13 @@ from qexp.quant import model_cache, partial_forward
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.fakequant import QuantLayer, quant_layers
-from qexp.quant.ptq import PTQConfig, calibrated, check_weight_observer, make_deployable
+from qexp.quant.ptq import (
+    PTQConfig,
+    calibrated,
+    check_weight_observer,
+    make_deployable,
+    quant_device,
+)
 from qexp.quant.reconstruct import (
     BlockwiseInputs,
     Rows,
@@ -67,7 +73,6 @@ class AdaRoundConfig(PTQConfig):
     images: int | None = None  # calibration images for the rows (None: data.calib.num)
     layers_per_pass: int = 16  # models without a block list: layers per collection pass
     max_rows_mb: float = 1024.0  # memory bound of one pass's rows
-    device: str = "auto"  # auto (cuda when present) | cpu | cuda
 
 
 class AdaRoundRounding(nn.Module):
@@ -143,14 +148,6 @@ def adaround_layer(layer: QuantLayer, rows: Rows, act: nn.Module, cfg, seed: int
     after = rec_loss(layer, rows, act)
     layer.bake()  # the learned rounding becomes the weights; export then reproduces it
     return {"rec_nearest": before, "rec_adaround": after, "flipped": flips}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("quantizer.device=cuda but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def adaround(
@@ -297,7 +294,7 @@ class AdaRound:
         else:
             images = data.calibration(imgsz, n_img)
             report = adaround(
-                c.fmodel, qmodel, images, q, int(cfg.seed), job.track, pick_device(str(q.device))
+                c.fmodel, qmodel, images, q, int(cfg.seed), job.track, quant_device(job)
             )
             baked = {n: m.weight for n, m in quant_layers(qmodel).items() if n in report}
             model_cache.save(directory, baked, report, CACHE_FILES)

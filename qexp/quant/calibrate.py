@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from qexp.quant.histogram import HistStats, pack, unpack
+from qexp.device import ieee_fp32
+from qexp.quant.histogram import HistAccumulator, HistStats, pack, unpack
 
 log = logging.getLogger("qexp")
 CACHE_VERSION = 1
@@ -46,24 +47,31 @@ def collect_stats(
     images: Iterable[np.ndarray],
     bins: int = 2048,
     track: Callable | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, HistStats]:
-    """Run ``images`` through ``model`` and histogram the input of every layer in ``layers``."""
-    stats = {n: HistStats(bins=bins) for n in layers}
+    """Run ``images`` through ``model`` on ``device`` and histogram the input of every layer in
+    ``layers``. The histograms stay on ``device`` until the pass ends; the model is moved there
+    for the pass and back afterwards."""
+    device = torch.device(device)
+    acc = {n: HistAccumulator(bins=bins) for n in layers}
     hooks = [
         model.get_submodule(n).register_forward_pre_hook(
-            lambda _m, args, n=n: stats[n].update(args[0])
+            lambda _m, args, n=n: acc[n].update(args[0])
         )
         for n in layers
     ]
+    home = next(model.parameters(), torch.empty(0)).device
     try:
-        model.eval()
+        model.to(device).eval()
         it = track(images, "calibrating") if track else images
-        for img in it:
-            model(torch.from_numpy(np.ascontiguousarray(img)).float())
+        with ieee_fp32():
+            for img in it:
+                model(torch.from_numpy(np.ascontiguousarray(img)).float().to(device))
     finally:
         for h in hooks:
             h.remove()
-    return stats
+        model.to(home)
+    return {n: a.result() for n, a in acc.items()}
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -124,15 +132,24 @@ def cached_stats(
     images: Callable[[], Iterable[np.ndarray]],
     bins: int = 2048,
     track: Callable | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[str, HistStats], bool]:
-    """(stats, hit): load from ``directory`` or calibrate and store there."""
+    """(stats, hit): load from ``directory`` or calibrate on ``device`` and store there."""
     stats = load_stats(directory, layers)
     if stats is not None:
         return stats, True
     t = time.perf_counter()
     imgs = list(images())
-    stats = collect_stats(model, layers, imgs, bins, track)
-    save_stats(
-        directory, stats, {"images": len(imgs), "bins": bins, "seconds": time.perf_counter() - t}
-    )
+    stats = collect_stats(model, layers, imgs, bins, track, device)
+    meta = {"images": len(imgs), "bins": bins, "seconds": time.perf_counter() - t}
+    save_stats(directory, stats, {**meta, "device": str(device)})
     return stats, False
+
+
+def stats_device(directory: Path) -> str:
+    """The device whose pass produced the cached entry in ``directory`` ("unknown" before the
+    manifest recorded it)."""
+    try:
+        return str(json.loads((directory / _MANIFEST).read_text()).get("device", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"

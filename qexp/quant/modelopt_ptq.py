@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from qexp.device import ieee_fp32
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.quant import model_cache
@@ -70,14 +71,25 @@ def modelopt_config(method: str, ignored: list[str], fixed: list[str], per_chann
 
 @torch.no_grad()
 def calibrate_modelopt(
-    model: torch.nn.Module, images, method: str, percentile: float, batch: int = CALIB_BATCH
+    model: torch.nn.Module,
+    images,
+    method: str,
+    percentile: float,
+    batch: int = CALIB_BATCH,
+    device: torch.device | str = "cpu",
 ) -> None:
-    """One pass collecting ModelOpt's stats, then each quantizer loads its amax by ``method``."""
+    """One pass collecting ModelOpt's stats (on ``device``; the model is back on the CPU
+    afterwards, for export), then each quantizer loads its amax by ``method``."""
     from modelopt.torch.quantization.model_calib import enable_stats_collection
 
     enable_stats_collection(model)
-    for x in batched(images, batch):
-        model(torch.from_numpy(x))
+    try:
+        model.to(device)
+        with ieee_fp32():
+            for x in batched(images, batch):
+                model(torch.from_numpy(x).to(device))
+    finally:
+        model.cpu()
     for q in _quantizers(model).values():
         cal = getattr(q, "_calibrator", None)
         if cal is not None:
@@ -122,7 +134,7 @@ def load_amax_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
 def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
     import modelopt.torch.quantization as mtq
 
-    from qexp.quant.ptq import float_twin, make_deployable
+    from qexp.quant.ptq import float_twin, make_deployable, quant_device
 
     cfg = job.cfg
     t0 = time.perf_counter()
@@ -148,7 +160,10 @@ def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
     else:
         images = data.calibration(imgsz, num)
         percentile = float(cfg.observer.percentile)
-        calibrate_modelopt(model, job.track(images, "modelopt calibration"), method, percentile)
+        calibrate_modelopt(
+            model, job.track(images, "modelopt calibration"), method, percentile,
+            device=quant_device(job),
+        )  # fmt: skip
         model_cache.save(directory, amax_state(model), {"seconds": time.perf_counter() - t})
     calib_s = time.perf_counter() - t
     job.log_metrics({"calib_s": calib_s, "quantize_s": time.perf_counter() - t0})

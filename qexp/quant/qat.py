@@ -29,14 +29,19 @@ from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
 from qexp.quant import lsq, model_cache
-from qexp.quant.adaround import pick_device
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.det_loss import DetectionLoss, head_outputs, logit_distill, raw_distill
 from qexp.quant.fakequant import ActQuantizer, WeightQuantizer
 from qexp.quant.ignore import head_name
 from qexp.quant.placement import FLOAT_BLOCKS
-from qexp.quant.ptq import PTQConfig, calibrated, check_weight_observer, make_deployable
+from qexp.quant.ptq import (
+    PTQConfig,
+    calibrated,
+    check_weight_observer,
+    make_deployable,
+    quant_device,
+)
 from qexp.registry import QUANTIZERS
 
 log = logging.getLogger("qexp")
@@ -61,7 +66,6 @@ class QATConfig(PTQConfig):
     hflip: bool = True  # random horizontal flips (labels flipped alike)
     grad_clip: float = 10.0
     bn: str = "fold"  # the only mode: BN folded before training (module docstring)
-    device: str = "auto"  # auto (cuda when present) | cpu | cuda
 
 
 def _quantizers_train(model: nn.Module, on: bool) -> None:
@@ -286,7 +290,7 @@ class QAT:
         losses and the per-step losses."""
         cfg, q = job.cfg, job.cfg.quantizer
         samples = list(data.calibration_samples(int(cfg.model.imgsz), n_img))
-        device = pick_device(str(q.device))
+        device = quant_device(job)
         fmodel.to(device)
         qmodel.to(device)
         family = str(cfg.model.family)

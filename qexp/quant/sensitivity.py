@@ -26,6 +26,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from qexp.device import ieee_fp32
 from qexp.interfaces import Detector, EvalData
 from qexp.job import Job
 from qexp.progress import track as plain_track
@@ -55,22 +56,31 @@ def set_quantized(u: dict[str, list[Quantizer]], on: set[str]) -> None:
             q.enabled = name in on
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
 def raw_outputs(model: nn.Module, images: Sequence[np.ndarray], detector: Detector) -> np.ndarray:
     """The raw outputs of ``images`` (each (1,3,S,S)), stacked on the batch axis."""
     model.eval()
-    outs = [detector.raw(model(torch.from_numpy(im))).float().numpy() for im in images]
+    dev = _device(model)
+    outs = [
+        detector.raw(model(torch.from_numpy(im).to(dev))).float().cpu().numpy() for im in images
+    ]
     return np.concatenate(outs)
 
 
 def _resumed(model, images, detector, start: int, caches: list | None) -> tuple[np.ndarray, list]:
-    """Raw outputs, replaying blocks from ``start`` on each image's cached block outputs."""
+    """Raw outputs, replaying blocks from ``start`` on each image's cached block outputs (run
+    on the model's device, where the cached outputs stay)."""
     model.eval()
+    dev = _device(model)
     raws, outs = [], []
     for j, im in enumerate(images):
         cache = caches[j] if caches is not None else None
-        y, blocks_out = partial_forward.run(model, torch.from_numpy(im), start, cache)
-        raws.append(detector.raw(y).float().numpy())
+        y, blocks_out = partial_forward.run(model, torch.from_numpy(im).to(dev), start, cache)
+        raws.append(detector.raw(y).float().cpu().numpy())
         outs.append(blocks_out)
     return np.concatenate(raws), outs
 
@@ -147,7 +157,7 @@ def analyze(
     track: Callable = plain_track,
 ) -> dict:
     """Score every layer in every mode. ``qmodel`` must have its ranges set; it is left with
-    every layer quantized."""
+    every layer quantized. Both models run where they are (one device)."""
     images = [s[0] for s in samples]
     labels = [s[1] for s in samples]
     u = units(qmodel, plan)
@@ -222,7 +232,7 @@ def ignore_settings(cfg) -> tuple[int, str, str, int]:
 
 def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -> tuple[dict, str]:
     """The analysis for this job's model, data and quantization settings (computed once)."""
-    from qexp.quant.ptq import calibrate, prepare_model, set_ranges
+    from qexp.quant.ptq import calibrate, prepare_model, quant_device, set_ranges
     from qexp.quant.sensitivity_report import write_artifacts
 
     cfg = job.cfg
@@ -250,8 +260,14 @@ def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -
     set_ranges(qmodel, plan, stats, cfg.observer)
     samples = list(data.calibration_samples(imgsz, images))  # type: ignore[attr-defined]
     t = time.perf_counter()
-    result = analyze(fmodel, qmodel, plan, samples, detector, imgsz, MODES, job.track)
+    device = quant_device(job)
+    # float32 as on the CPU (no TF32): the scores rank layers, and the cache serves any device
+    with ieee_fp32():
+        result = analyze(
+            fmodel.to(device), qmodel.to(device), plan, samples, detector, imgsz, MODES, job.track
+        )
     result["seconds"] = time.perf_counter() - t
+    result["device"] = str(device)
     write_artifacts(result, directory)
     tmp = directory / "sensitivity.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))

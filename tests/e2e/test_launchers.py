@@ -113,11 +113,16 @@ def test_local_parallel_runs_jobs_in_worker_processes(qexp):
         "seed=0,1,2",
         "tracking=none",
         *CHEAP_JOB,
+        "backend.threads=0",  # automatic: this job's share of the cores
     )
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
     assert sorted(r.config["seed"] for r in recs) == [0, 1, 2]
     assert all(r.status == FINISHED for r in recs), [r.error for r in recs]
     assert len({r.record_id for r in recs}) == 3
+    # each worker read the launcher's n_jobs from HydraConfig and took half the cores
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert {(r.info["threads"], r.info["ort_threads"]) for r in recs} == {(share, share)}
+    assert all("/ 2 parallel jobs" in r.info["threads_from"] for r in recs)
 
 
 def test_ray_config_composes_with_one_gpu_per_job(tmp_path):

@@ -1,6 +1,7 @@
 """The learning quantizers on CUDA: QAT steps (LSQ scales, distillation) and AdaRound's
-reconstruction run on the GPU when one is present (``quantizer.device=auto``), and what they
-produce exports and runs like the CPU path.
+reconstruction run on the GPU when one is present (``quantizer.device=auto``, the default of
+every quantizer; the calibration pass too), and what they produce exports and runs like the
+CPU path.
 
 Skips itself without CUDA; TensorRT is not needed. On the GPU machine:
 `pytest -m gpu tests/gpu/test_cuda_quant.py` (staged by scripts/gpu/install_py.sh).
@@ -78,6 +79,8 @@ def test_qat_and_adaround_quantizers_train_on_cuda_and_export(tmp_path, compose)
     assert cfg.quantizer.device == "auto"
     deploy = QAT().quantize(job, det, data)
     assert len(deploy.info["qat"]["epochs"]) == 1 and job.metrics["qat_s"] > 0
+    assert job.info["quant_device"].startswith("cuda:")  # calibration and training
+    assert job.info["calib_device"].startswith("cuda:")
     assert all(p.device.type == "cpu" for p in deploy.module.parameters())  # back for export
     model = onnx.load(str(deploy.export(tmp_path / "qat_onnx")))
     onnx.checker.check_model(model)
@@ -88,6 +91,7 @@ def test_qat_and_adaround_quantizers_train_on_cuda_and_export(tmp_path, compose)
         "quantizer.iters=30", "quantizer.rows=1024", "quantizer.batch_rows=256",
     )  # fmt: skip
     deploy = AdaRound().quantize(job, det, data)
+    assert job.info["quant_device"].startswith("cuda:")
     s = deploy.info["adaround"]
     assert s["rec_loss_adaround"] < s["rec_loss_nearest"]
     onnx.checker.check_model(onnx.load(str(deploy.export(tmp_path / "ada_onnx"))))
