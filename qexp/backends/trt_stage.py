@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qexp.cache import locked
 
 log = logging.getLogger("qexp")
 BATCH_DIM = "batch"
@@ -112,10 +115,22 @@ def _images_of(batch: Any) -> np.ndarray:
 
 
 def eval_images(data: Any, imgsz: int, batch: int, out_dir: Path) -> tuple[Path, dict[str, int]]:
-    """All eval images as one .npy (uint8 when exact, else float32) + {image key: row}."""
+    """All eval images as one .npy (uint8 when exact, else float32) + {image key: row}.
+    Parallel jobs of a sweep need the same entry: the first writes it under the entry's lock,
+    the others wait and read it."""
     path, meta = out_dir / "images.npy", out_dir / "index.json"
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())
+    with locked(out_dir):
+        if path.exists() and meta.exists():
+            return path, json.loads(meta.read_text())
+        return _write_eval_images(data, imgsz, batch, out_dir)
+
+
+def _write_eval_images(
+    data: Any, imgsz: int, batch: int, out_dir: Path
+) -> tuple[Path, dict[str, int]]:
+    path, meta = out_dir / "images.npy", out_dir / "index.json"
     # uint8 keeps 206 COCO images at 640 in 250 MB instead of 1 GB, and is exact for the
     # letterboxed 0..255 pixels / 255 our preprocessing produces; anything else stays float32
     chunks: list[np.ndarray] = []
@@ -132,10 +147,12 @@ def eval_images(data: Any, imgsz: int, batch: int, out_dir: Path) -> tuple[Path,
             chunks = [c.astype(np.float32) / np.float32(255.0) for c in chunks]
         chunks.append(np.rint(im * 255.0).astype(np.uint8) if exact else im)
     stored = np.concatenate(chunks) if chunks else np.zeros((0, 3, imgsz, imgsz), np.uint8)
-    tmp = out_dir / ".images.tmp.npy"
+    tmp = out_dir / f".images.{os.getpid()}.tmp.npy"
     np.save(tmp, stored)
     tmp.replace(path)
-    meta.write_text(json.dumps(index))
+    tmpm = out_dir / f".index.{os.getpid()}.tmp"
+    tmpm.write_text(json.dumps(index))
+    tmpm.replace(meta)
     return path, index
 
 
@@ -144,12 +161,19 @@ def calib_images(data: Any, imgsz: int, num: int, out_dir: Path, chunk: int = 16
     done = out_dir / "done"
     if done.exists():
         return out_dir
+    with locked(out_dir):  # trt_builtin jobs of a sweep share these images
+        if not done.exists():
+            _write_calib_images(data, imgsz, num, out_dir, chunk)
+    return out_dir
+
+
+def _write_calib_images(data: Any, imgsz: int, num: int, out_dir: Path, chunk: int) -> None:
+    done = out_dir / "done"
     images = np.concatenate([np.asarray(x, np.float32) for x in data.calibration(imgsz, num)])
     stored = np.rint(images * 255.0).astype(np.uint8) if _exact_uint8(images) else images
     for i in range(0, len(stored), chunk):
         np.save(out_dir / f"calib_{i // chunk:04d}.npy", stored[i : i + chunk])
     done.write_text(str(len(stored)))
-    return out_dir
 
 
 # -- scoring: the engine's raw outputs through the shared decode + COCO eval -----------------

@@ -11,6 +11,7 @@ name=${1:-sweep}; shift || true
 case "$name" in
   sweep) cmd=(bash scripts/gpu/sweep.sh "$@") ;;
   bench) cmd=(python3 scripts/gpu/bench_build.py "$@") ;;
+  session) cmd=(bash scripts/gpu/session.sh "$@") ;;
   *) cmd=("$@") ;;
 esac
 rm -f "$S/$name.done"
