@@ -46,8 +46,15 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_count() -> int:
-    """For launcher configs (``${qexp_gpus:}``): one job slot per GPU, at least one."""
-    return max(1, len(visible_gpus()))
+    """For launcher configs (``${qexp_gpus:}``): one job slot per GPU, at least one. The first
+    answer is kept in QEXP_GPU_COUNT: a job process that claimed one GPU (and so sees only
+    that one) resolves the launcher's n_jobs to the same number as the sweep's parent did, so
+    it sizes its CPU threads by the real number of parallel jobs."""
+    if os.environ.get("QEXP_GPU_COUNT", "").isdigit():
+        return max(1, int(os.environ["QEXP_GPU_COUNT"]))
+    n = max(1, len(visible_gpus()))
+    os.environ["QEXP_GPU_COUNT"] = str(n)
+    return n
 
 
 def claim(gpus: list[str] | None = None, rounds: int = 64) -> str | None:
@@ -57,6 +64,7 @@ def claim(gpus: list[str] | None = None, rounds: int = 64) -> str | None:
     gpus = visible_gpus() if gpus is None else gpus
     if not gpus:
         return None
+    os.environ.setdefault("QEXP_GPU_COUNT", str(len(gpus)))  # before the mask below hides them
     d = lock_dir()
     d.mkdir(parents=True, exist_ok=True)
     for r in range(rounds):

@@ -364,8 +364,13 @@ def call_worker(
         )
     resp = protocol.read(protocol.Response, str(resp_path))
     if not resp.ok:
-        if not resp.unsupported:
-            trt_server.close_all()  # a failed build may leave CUDA in an error state
+        # keep a serving worker (and its timing cache) when TensorRT refused a network; drop it
+        # after anything else, which may have left its CUDA context in an error state
+        benign = resp.unsupported or (resp.error or "").startswith(
+            ("BuildError:", "ProtocolError:", "FileNotFoundError:")
+        )
+        if not benign:
+            trt_server.close_all()
         trt_tail = "\n".join(resp.log_tail) or tail
         raise TensorRTError(f"{resp.error}\n--- TensorRT log tail ---\n{trt_tail}")
     return resp

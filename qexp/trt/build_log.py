@@ -65,7 +65,8 @@ class BuildTimeline:
             self.counts[f"tactics:{self.runner}"] += 1
             return
         if "Computing costs for " in msg:
-            self.layer = msg.split("Computing costs for ", 1)[1].strip()[:160]
+            # 8.6 often leaves the name empty here; the next "Timing Runner" line names it
+            self.layer = msg.split("Computing costs for ", 1)[1].strip()[:160] or "?"
             self.runner = "-"
             self.layers_done += 1
             return
@@ -75,7 +76,9 @@ class BuildTimeline:
             return
         m = _RUNNER.search(msg)
         if m:
-            self.runner = m.group(2)
+            self.runner = m.group(2).split("[", 1)[0]  # "Reformat[0x80000006]" -> "Reformat"
+            if self.layer == "?":
+                self.layer = m.group(1).strip()[:160]
             return
         if msg.startswith("Skipping tactic") or "has no valid tactics" in msg:
             self.counts["tactics_skipped"] += 1

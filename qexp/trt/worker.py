@@ -71,7 +71,8 @@ def make_logger(trt: Any, level: str, tail: int = 200) -> Any:
             if tl is not None:
                 tl.line(msg)
                 if self.raw is not None:
-                    self.raw.write(f"{tl.last - tl.t0:.4f} {sev} {msg}\n")
+                    one_line = msg.replace("\n", "\\n")  # one record per line
+                    self.raw.write(f"{tl.last - tl.t0:.4f} {sev} {one_line}\n")
                 if tl.last >= self.next_progress:
                     self.next_progress = tl.last + self.progress_s
                     print(

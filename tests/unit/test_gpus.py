@@ -44,12 +44,31 @@ def test_each_worker_process_gets_its_own_gpu_then_they_share(tmp_path):
 
 
 def test_no_claim_without_a_parallel_launcher_or_a_second_gpu(monkeypatch):
+    monkeypatch.delenv("QEXP_GPU_COUNT", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpus.claim_for_launcher(None) is None
     assert gpus.claim_for_launcher(4) is None  # one GPU: nothing to spread over
     assert gpus.visible_gpus() == ["3"] and gpus.gpu_count() == 1
+    monkeypatch.delenv("QEXP_GPU_COUNT")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpus.visible_gpus() == [] and gpus.gpu_count() == 1
+
+
+def test_a_job_that_claimed_a_gpu_still_counts_the_hosts_gpus(monkeypatch):
+    """The sweep's n_jobs (${qexp_gpus:}) resolves again inside each job, after the job's
+    CUDA_VISIBLE_DEVICES shows only its own GPU: it must still say 4, or the job sizes its
+    CPU threads as if it ran alone (measured on the 4xH100: 64 threads per job, not 16)."""
+    from omegaconf import OmegaConf
+
+    from qexp.config.store import register_configs
+
+    register_configs()
+    monkeypatch.delenv("QEXP_GPU_COUNT", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    launcher = OmegaConf.create({"n_jobs": "${qexp_gpus:}"})
+    assert launcher.n_jobs == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # what gpus.claim leaves in a job process
+    assert launcher.n_jobs == 4
 
 
 def test_latency_lock_serialises_timing_across_processes(tmp_path):
