@@ -21,7 +21,13 @@ from typing import Any
 from qexp.config.schema import AXES
 from qexp.record import FAILED, FINISHED, RECORD_FILE, SKIPPED, Record
 from qexp.registry import TRACKERS
-from qexp.tracking.mlflow_view import NOTE_TAG, ensure_view, experiment_tags, hide_empty_default
+from qexp.tracking.mlflow_view import (
+    AXIS_ORDER,
+    NOTE_TAG,
+    ensure_view,
+    experiment_tags,
+    hide_empty_default,
+)
 
 log = logging.getLogger("qexp")
 
@@ -51,9 +57,10 @@ def _prepare_uri(uri: str) -> str:
 
 
 def run_name(record: Record) -> str:
-    """Short and readable in the MLflow UI: the choices that matter for this job."""
+    """Short and readable in the MLflow UI: the choices that matter for this job, those a
+    sweep varies most first (the UI cuts a long name at the column's edge)."""
     parts = []
-    for axis in AXES:
+    for axis in AXIS_ORDER:
         choice = record.choices.get(axis)
         # the canonical config holds a bare {"name": neutral} only for an axis the quantizer
         # does not read: hide those, keep e.g. observer=minmax of a PTQ job

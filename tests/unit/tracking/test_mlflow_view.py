@@ -70,8 +70,9 @@ def test_experiment_carries_the_qexp_view_and_default_is_hidden(store):
     saved = json.loads(exp.tags[V.VIEW_TAG])
     assert saved["name"] == V.VIEW_NAME
     state = json.loads(saved["state"])
-    assert state["selectedColumns"][:3] == [
+    assert state["selectedColumns"][:4] == [
         "tags.`qexp.status`",
+        "attributes.`Duration`",
         "metrics.`map50_95`",
         "metrics.`map50`",
     ]
