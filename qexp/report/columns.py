@@ -36,6 +36,8 @@ SPEEDUP_METRICS = ("latency_ms_p50", "latency_ms_p50_b32", "throughput_ips_b32")
 # timed, and a speedup (or a Pareto point) read from that p50 is noise.
 SPREAD = "p90/p50"
 NOISY_SPREAD = 1.3
+# metrics of the same batch-1 timing loop, as noisy as its p90/p50 says
+TIMED_WITH_SPREAD = ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "throughput_ips_b1")
 # A label cell (a choice, a swept config value) is cut to this many characters.
 LABEL_CHARS = 28
 

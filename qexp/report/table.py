@@ -318,9 +318,11 @@ def _pivot(
 
 
 def best_rows(table: pd.DataFrame) -> dict[str, set[int]]:
-    """Column -> row positions holding the best value (ties included)."""
+    """Column -> row positions holding the best value (ties included). A batch-1 latency timed
+    under load (its p90/p50 flagged) is never the best one: it may just be noise."""
     kinds: dict[str, tuple[str, str]] = table.attrs.get("kinds", {})
     finished = table["status"] == "FINISHED" if "status" in table else pd.Series(True, table.index)
+    quiet = finished & ~(table[C.SPREAD] >= C.NOISY_SPREAD) if C.SPREAD in table else finished
     best: dict[str, set[int]] = {}
     for col, (kind, metric) in kinds.items():
         hib = True if kind == "speedup" else C.higher_is_better(metric)
@@ -328,7 +330,8 @@ def best_rows(table: pd.DataFrame) -> dict[str, set[int]]:
             continue
         if kind in ("delta", "spread"):
             continue  # a delta mirrors its metric; a spread is a warning, not a score
-        vals = pd.to_numeric(table[col], errors="coerce").where(finished)
+        timed = C.base(metric) in C.TIMED_WITH_SPREAD
+        vals = pd.to_numeric(table[col], errors="coerce").where(quiet if timed else finished)
         if vals.notna().sum() < 2:
             continue
         target = vals.max() if hib else vals.min()
