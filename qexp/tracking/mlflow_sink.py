@@ -65,7 +65,8 @@ def run_name(record: Record) -> str:
         # the canonical config holds a bare {"name": neutral} only for an axis the quantizer
         # does not read: hide those, keep e.g. observer=minmax of a PTQ job
         unread = record.config.get(axis) == {"name": NEUTRAL.get(axis)}
-        if choice and not unread:
+        # "none" says something only as the quantizer (fp32); ignore=none is the default
+        if choice and not unread and (choice != "none" or axis == "quantizer"):
             parts.append(str(choice))
     return " ".join(parts) or record.job_name or record.record_id[:8]
 
