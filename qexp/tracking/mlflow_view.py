@@ -38,6 +38,7 @@ DEFAULT_EXPERIMENT_ID = "0"
 STATUS_COLUMN = "tags.`qexp.status`"
 METRIC_COLUMNS = ("map50_95", "map50", "latency_ms_p50", "latency_ms_p90")
 AXIS_ORDER = ("quantizer", "observer", "calibrator", "ignore", "backend", "model", "data")
+assert sorted(AXIS_ORDER) == sorted(AXES), "a new axis needs its place in AXIS_ORDER"
 TAG_COLUMNS = ("qexp.sweep", "qexp.reason")
 # the Duration attribute is selected by this key but placed by its grid column id
 DURATION_SELECTED, DURATION_ID = "attributes.`Duration`", "duration"
@@ -54,7 +55,6 @@ COLUMN_WIDTHS = {
 
 def view_state() -> dict[str, Any]:
     """The runs-table state of the qexp view (keys as MLflow's UI stores them)."""
-    assert set(AXIS_ORDER) == set(AXES)
     rest = [f"metrics.`{m}`" for m in METRIC_COLUMNS]
     rest += [f"params.`{a}`" for a in AXIS_ORDER]
     rest += [f"tags.`{t}`" for t in TAG_COLUMNS]
