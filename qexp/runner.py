@@ -188,10 +188,18 @@ def _claimed(
     if done is not None:
         if done.choices == base.choices and cfg.resume:
             log.info("already FINISHED in %s; reusing its record", done.job_dir)
+            # the measurement is the earlier one; where it is filed is this sweep's (its
+            # experiment_name is not hashed, so a new name resumes jobs from an old one)
             resumed = done.replace(
-                job_dir=str(job_dir), resumed_from=done.job_dir, sweep_id=spec.sweep_id
+                job_dir=str(job_dir),
+                resumed_from=done.job_dir,
+                sweep_id=spec.sweep_id,
+                experiment=base.experiment,
+                job_name=base.job_name,
+                overrides=base.overrides,
             )
             resumed.write(job_dir)
+            _track(cfg, resumed, job_dir)
             return resumed
         if done.choices != base.choices:
             unread = sorted(a for a in NEUTRAL if base.choices[a] != done.choices.get(a))

@@ -62,7 +62,7 @@ def screenshot(url: str, out: Path, size: str = "1400,1800", wait_ms: int = 5000
             raise SystemExit(
                 f"chromium wrote no screenshot (exit {p.returncode}):\n{p.stderr[-2000:]}"
             )
-        _shrink(raw, out)
+        shrink(raw, out)
     return out
 
 
@@ -95,13 +95,13 @@ def driven_screenshot(url: str, out: Path, size: str, steps: list[str], settle_s
                 chrome.js(CLICK_TEXT + step)
                 time.sleep(settle_s)
             raw = chrome.screenshot(Path(profile) / "shot.png")
-            _shrink(raw, out)
+            shrink(raw, out)
         finally:
             chrome.close()
     return out
 
 
-def _shrink(src: Path, dst: Path) -> None:
+def shrink(src: Path, dst: Path) -> None:
     """Palette-quantise (text and flat UI colours survive it) to keep the PNG small."""
     from PIL import Image
 

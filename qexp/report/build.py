@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from qexp.report import columns as C
 from qexp.report import paper as P
 from qexp.report import plots
 from qexp.report.html import Page, Plot, render_page
@@ -33,6 +34,7 @@ class Options:
     baseline: dict[str, str] | str | None = "auto"
     paper: str | bool | None = None  # a conf/paper name; None: the jobs' own; False: none
     calib_tensor: str | None = None
+    failed: bool = True  # FAILED/SKIPPED rows in the table (False: counted in a note)
     x: str = "latency_ms_p50"
     y: str = "map50_95"
 
@@ -74,7 +76,12 @@ class Report:
 def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -> Report:
     opts = opts or Options()
     table = comparison_table(
-        df, metrics=opts.metrics, axes=opts.axes, cols=opts.cols, baseline=opts.baseline
+        df,
+        metrics=opts.metrics,
+        axes=opts.axes,
+        cols=opts.cols,
+        baseline=opts.baseline,
+        include_skipped=opts.failed,
     )
     sweeps = sorted({Path(s).name for s in df.get("sweep_id", pd.Series()).dropna()})
     rep = Report(
@@ -117,16 +124,19 @@ def _pareto(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:
     if done.empty:
         return []
     color = next((a for a in ("quantizer", "backend", "model") if a in rows), None)
-    fig = plots.pareto(done, opts.x, opts.y, label_by=rows, color_by=color)
-    return [
-        Plot(
-            f"{opts.y} vs {opts.x}",
-            plots.png_bytes(fig),
-            "Each point is a finished job; the dashed line joins the Pareto-optimal ones "
-            "(no other job is both faster and more accurate).",
-            name="pareto.png",
-        )
-    ]
+    p90 = opts.x.replace("_p50", "_p90") if opts.x.endswith("_p50") else None
+    p90 = p90 if p90 in done else None
+    fig = plots.pareto(done, opts.x, opts.y, label_by=rows, color_by=color, x_p90=p90)
+    caption = (
+        "Each point is a finished job; the dashed line joins the Pareto-optimal ones "
+        "(no other job is both faster and more accurate)."
+    )
+    if p90:
+        spread = pd.to_numeric(done[p90], errors="coerce") / done[opts.x]
+        caption += f" Whiskers reach each job's {p90}."
+        if (spread >= C.NOISY_SPREAD).any():
+            caption += " " + C.noisy_note(int((spread >= C.NOISY_SPREAD).sum()))
+    return [Plot(f"{opts.y} vs {opts.x}", plots.png_bytes(fig), caption, name="pareto.png")]
 
 
 def _precision(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:

@@ -1,4 +1,9 @@
-"""`qexp report`: a sweep's comparison table (md/csv/json), or its HTML page with plots."""
+"""`qexp report`: a sweep's comparison table (md/csv/json), or its HTML page with plots.
+
+By default: the latest sweep of the experiment, its FINISHED jobs, one column per axis or
+config key that varies among them; FAILED and SKIPPED jobs are counted under the table
+(`--failed` shows them, `--all-sweeps` every sweep, `--all` both).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from qexp.report.table import TableError, parse_baseline
 from qexp.tracking.mlflow_sink import default_uri
 
 EPILOG = """examples:
-  qexp report --experiment ptq_observers --latest
+  qexp report --experiment ptq_observers                 # the latest sweep, FINISHED jobs
+  qexp report --experiment ptq_observers --all           # every sweep, failed tries too
   qexp report --experiment ptq_observers --cols backend --baseline quantizer=fp16
   qexp report --records outputs/sweeps/paper_yolov5s_seeds_smoke --format html --out r.html
   qexp report --experiment ptq_observers --format html --out report.html --log-parent
@@ -32,9 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--experiment", default="default", help="MLflow experiment (sweep name)")
     src.add_argument("--uri", help="tracking URI (default: sqlite:///outputs/mlflow.db)")
     src.add_argument("--records", type=Path, help="read result.json files under DIR instead")
-    src.add_argument("--sweep", help="only this sweep (its dir name or id); default: all runs")
-    src.add_argument("--latest", action="store_true", help="only the latest sweep")
+    src.add_argument("--sweep", help="only this sweep (its dir name or id)")
+    src.add_argument(
+        "--latest", action="store_true", help="only the latest sweep (the default; for scripts)"
+    )
+    src.add_argument(
+        "--all-sweeps",
+        action="store_true",
+        help="every sweep of the experiment (a row shows the latest job with its key)",
+    )
     tab = p.add_argument_group("table")
+    tab.add_argument(
+        "--failed",
+        action="store_true",
+        help="FAILED and SKIPPED jobs as rows with the reason (default: counted under the table)",
+    )
+    tab.add_argument("--all", action="store_true", help="--all-sweeps and --failed")
     tab.add_argument("--metrics", help="comma-separated metric columns")
     tab.add_argument("--axes", "--rows", dest="axes", help="row keys (default: what varies)")
     tab.add_argument("--cols", help="an axis whose choices become column groups (e.g. backend)")
@@ -66,11 +85,12 @@ def main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
     if a.papers:
         return _list_papers()
+    latest = not (a.all_sweeps or a.all)
     try:
         if a.records:
-            df = from_records(a.records, a.sweep, a.latest)
+            df = from_records(a.records, a.sweep, latest)
         else:
-            df = from_mlflow(a.uri or default_uri(), a.experiment, a.sweep, a.latest)
+            df = from_mlflow(a.uri or default_uri(), a.experiment, a.sweep, latest)
     except ValueError as e:
         print(f"qexp report: {e}", file=sys.stderr)
         return 2
@@ -87,6 +107,7 @@ def main(argv: list[str]) -> int:
             baseline=None if a.no_baseline else _baseline(a.baseline),
             paper=False if a.no_paper else a.paper,
             calib_tensor=a.calib_tensor,
+            failed=a.failed or a.all,
         )
         if a.format == "html" or a.log_parent:
             rep = build(df, experiment, opts)
@@ -137,7 +158,12 @@ def _text_report(df, experiment: str, opts: Options, fmt: str, mark_best: bool) 
     from qexp.report.table import comparison_table
 
     table = comparison_table(
-        df, metrics=opts.metrics, axes=opts.axes, cols=opts.cols, baseline=opts.baseline
+        df,
+        metrics=opts.metrics,
+        axes=opts.axes,
+        cols=opts.cols,
+        baseline=opts.baseline,
+        include_skipped=opts.failed,
     )
     text = render(table, fmt, mark_best=mark_best)
     if fmt == "md" and opts.paper is not False:

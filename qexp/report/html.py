@@ -14,12 +14,22 @@ h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28
 .meta { color: #666; font-size: 12px; }
 .counts span { display: inline-block; margin-right: 10px; padding: 1px 8px; border-radius: 9px;
                background: #eee; font-size: 12px; }
-table.qexp { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
+table.qexp { border-collapse: separate; border-spacing: 0; margin: 8px 0; font-size: 13px; }
 table.qexp caption { caption-side: bottom; text-align: left; color: #666; font-size: 12px;
                      padding-top: 4px; }
-table.qexp th, table.qexp td { border: 1px solid #ddd; padding: 3px 8px; white-space: nowrap; }
-table.qexp th { background: #f3f3f3; position: sticky; top: 0; }
-table.qexp td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.qexp th, table.qexp td { border: solid #ddd; border-width: 0 1px 1px 0; padding: 3px 6px;
+                               background: #fff; }
+table.qexp tr > :first-child { border-left-width: 1px; }
+table.qexp thead th { border-top-width: 1px; }
+/* headers and labels break after _ . / - (<wbr>); numbers never wrap */
+table.qexp th { background: #f3f3f3; position: sticky; top: 0; z-index: 2; vertical-align: bottom; }
+table.qexp td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+/* label columns: fixed widths (inline), pinned left while a wide table scrolls under them */
+table.qexp .label { position: sticky; z-index: 1; box-sizing: border-box;
+                    overflow-wrap: anywhere; }
+table.qexp th.label { z-index: 3; }
+table.qexp td.note { min-width: 14em; max-width: 32em; font-size: 12px; }
+table.qexp td.noisy { background: #fff4d6; }
 table.qexp td.best { font-weight: 700; background: #e3f4e1; }
 table.qexp td.neg { color: #b00020; } table.qexp td.pos { color: #1b7f2a; }
 table.qexp tr.status-SKIPPED td, table.qexp tr.status-FAILED td { color: #888; }

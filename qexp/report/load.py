@@ -1,8 +1,13 @@
 """Runs of a sweep as one pandas DataFrame, from MLflow or from records on disk.
 
 Both sources give the same columns: one per axis (the choice), ``status``, ``reason``,
-``precision``, bookkeeping (config hash, record id, sweep id, job dir, start time, run name),
-``artifacts`` (name -> path relative to the job dir) and one column per metric.
+``precision``, bookkeeping (config hash, record id, sweep id, job dir, start time, run name,
+when its sweep ran), ``artifacts`` (name -> path relative to the job dir) and one column per
+metric.
+
+A job a sweep resumed keeps the start time of its measurement, so the sweeps are ordered by
+when they ran (``sweep_started``: the sweep's parent run in MLflow; on disk, its first job,
+a resumed one counted when its record was written), not by their jobs' start times.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ BOOKKEEPING = (
     "sweep_id",
     "job_dir",
     "started_at",
+    "sweep_started",
     "run_name",
     "run_id",
     "artifacts",
@@ -44,6 +50,9 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
     rows = []
     for p in find_records(root):
         r = read_record(p)
+        seen = r.started_at
+        if r.resumed_from or not seen:  # when this sweep took it: when the record was written
+            seen = pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC").isoformat()
         rows.append(
             {
                 **{a: r.choices.get(a) for a in AXES},
@@ -57,13 +66,25 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
                 "sweep_id": r.sweep_id,
                 "job_dir": r.job_dir or str(p.parent),
                 "started_at": r.started_at,
+                "sweep_started": seen,
                 "run_name": run_name(r),
                 "artifacts": dict(r.artifacts),
                 "params": {k: str(v) for k, v in _flat_params(r.config).items()},
                 **r.metrics,
             }
         )
-    return _select(pd.DataFrame(rows), sweep, latest_sweep)
+    df = pd.DataFrame(rows)
+    if not df.empty:  # a sweep ran when its first job did
+        group = df["sweep_id"].fillna(df["record_id"])
+        df["sweep_started"] = df.groupby(group)["sweep_started"].transform(
+            lambda s: min(s, key=_when)
+        )
+    return _select(df, sweep, latest_sweep)
+
+
+def _when(iso: str) -> pd.Timestamp:
+    t = pd.Timestamp(iso)
+    return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
 
 
 def from_mlflow(
@@ -90,9 +111,17 @@ def from_mlflow(
         page = res.token
         if not page:
             break
+    sweeps = {
+        r.data.tags.get("qexp.sweep_id"): r.info.start_time
+        for r in client.search_runs(
+            [exp.experiment_id], filter_string="tags.`qexp.kind` = 'sweep'", max_results=10000
+        )
+    }
     rows = []
     for run in runs:
         t, params = run.data.tags, run.data.params
+        started = pd.Timestamp(run.info.start_time, unit="ms", tz="UTC")
+        sweep_start = sweeps.get(t.get("qexp.sweep_id"))
         rows.append(
             {
                 **{a: params.get(a) for a in AXES},
@@ -104,7 +133,10 @@ def from_mlflow(
                 "experiment": experiment,
                 "sweep_id": t.get("qexp.sweep_id"),
                 "job_dir": t.get("qexp.job_dir"),
-                "started_at": pd.Timestamp(run.info.start_time, unit="ms").isoformat(),
+                "started_at": started.isoformat(),
+                "sweep_started": (
+                    pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
+                ).isoformat(),
                 "run_name": run.info.run_name,
                 "run_id": run.info.run_id,
                 "artifacts": _artifacts_of(t.get("qexp.job_dir")),
@@ -127,13 +159,17 @@ def _artifacts_of(job_dir: str | None) -> dict[str, str]:
 
 
 def _select(df: pd.DataFrame, sweep: str | None, latest_sweep: bool) -> pd.DataFrame:
+    """One sweep (by name), the latest one (single jobs, outside any sweep, count as one
+    sweep), or everything."""
     if df.empty:
         return df
     if sweep:
         df = df[df["sweep_id"].fillna("").str.rstrip("/").str.endswith(sweep.rstrip("/"))]
-    elif latest_sweep and df["sweep_id"].notna().any():
-        last = df.dropna(subset=["sweep_id"]).sort_values("started_at")["sweep_id"].iloc[-1]
-        df = df[df["sweep_id"] == last]
+    elif latest_sweep:
+        group = df["sweep_id"].fillna("")
+        when = df["sweep_started"].map(_when).where(group != "", df["started_at"].map(_when))
+        last = group.loc[when.sort_values(kind="stable", na_position="first").index[-1]]
+        df = df[group == last]
     return df.sort_values("started_at", kind="stable").reset_index(drop=True)
 
 

@@ -58,25 +58,42 @@ def pareto(
     label_by: Sequence[str] = (),
     color_by: str | None = None,
     title: str = "",
+    x_p90: str | None = None,
 ) -> Figure:
-    """mAP vs latency of the finished jobs; the Pareto-optimal ones joined by a line."""
+    """mAP vs latency of the finished jobs; the Pareto-optimal ones joined by a line.
+
+    ``x_p90``: the p90 of ``x``. Each point then gets a whisker from p50 to p90, and a point
+    whose p90/p50 is at least ``columns.NOISY_SPREAD`` (timed under load) is drawn hollow.
+    """
     d = df[(df["status"] == "FINISHED") & df[x].notna() & df[y].notna()].reset_index(drop=True)
     if d.empty:
         raise ValueError(f"no finished job has both {x} and {y}")
     fig, ax = plt.subplots(figsize=(7.5, 5))
+    p90 = pd.to_numeric(d[x_p90], errors="coerce") if x_p90 and x_p90 in d else None
+    noisy = (p90 / d[x] >= C.NOISY_SPREAD) if p90 is not None else pd.Series(False, d.index)
     groups = list(dict.fromkeys(d[color_by])) if color_by and color_by in d else [None]
     for gi, g in enumerate(groups):
         sel = d if g is None else d[d[color_by] == g]
-        ax.scatter(
-            sel[x],
-            sel[y],
-            s=60,
-            color=PALETTE[gi % len(PALETTE)],
-            label=None if g is None else f"{color_by}={g}",
-            zorder=3,
-            edgecolor="black",
-            linewidth=0.5,
-        )
+        color = PALETTE[gi % len(PALETTE)]
+        if p90 is not None:
+            ax.hlines(sel[y], sel[x], p90[sel.index], color=color, lw=1.2, alpha=0.7, zorder=2)
+        for hollow in (False, True):
+            pts = sel[noisy[sel.index] == hollow]
+            if pts.empty:
+                continue
+            ax.scatter(
+                pts[x],
+                pts[y],
+                s=60,
+                color=color,
+                facecolors="white" if hollow else color,
+                label=None
+                if g is None or (hollow and not pts.index.equals(sel.index))
+                else f"{color_by}={g}",
+                zorder=3,
+                edgecolor=color if hollow else "black",
+                linewidth=1.5 if hollow else 0.5,
+            )
     front = pareto_front(list(d[x]), list(d[y]))
     ax.plot(
         d[x].iloc[front],
@@ -106,6 +123,15 @@ def pareto(
     if C.higher_is_better(x) is False:
         ax.set_xlim(0, float(d[x].max()) * 1.15)
     ax.set_title(title or f"{y} vs {x} ({len(d)} jobs; up and left is better)", fontsize=10)
+    if noisy.any():
+        ax.text(
+            0.01,
+            0.01,
+            f"hollow: p90/p50 ≥ {C.NOISY_SPREAD}, timed under load; whiskers reach the p90",
+            transform=ax.transAxes,
+            fontsize=7.5,
+            color="#9a5b00",
+        )
     ax.legend(fontsize=8, loc="best")  # not over a point
     fig.tight_layout()
     return fig

@@ -5,9 +5,11 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 
 import pandas as pd
 
+from qexp.report import columns as C
 from qexp.report.table import best_rows, display_cells
 
 BEST_MD = "**{}**"  # bold in rendered markdown, still plain to read in a terminal
@@ -40,6 +42,8 @@ def to_json(table: pd.DataFrame) -> str:
 
 
 def to_markdown(table: pd.DataFrame, mark_best: bool = True) -> str:
+    if table.columns.empty:
+        return "(no FINISHED job to compare)" + _footer(table, False)
     cells = display_cells(table)
     best = best_rows(table) if mark_best else {}
     cols = [c for c in table.columns if c != "note" or any(r[c] for r in cells)]
@@ -94,12 +98,32 @@ def _footer(table: pd.DataFrame, marked: bool) -> str:
 
 
 def to_html(table: pd.DataFrame, mark_best: bool = True) -> str:
-    """An HTML <table> fragment (classes: num, best, status-<STATUS>) for the report page."""
+    """An HTML <table> fragment for the report page. Classes: num (metric cells), label (row
+    keys and status: fixed widths, pinned left so they stay in view when a wide table
+    scrolls), note, best, neg/pos (deltas), noisy (a p90/p50 under load), status-<STATUS>
+    on rows. Headers and labels break after ``_ . / -`` only, numbers never."""
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.attrs.get("notes") or [])
+    if table.columns.empty:
+        return "<p>No FINISHED job to compare.</p>" + (f"<ul>{notes}</ul>" if notes else "")
     cells = display_cells(table)
     best = best_rows(table) if mark_best else {}
     kinds = table.attrs.get("kinds", {})
     cols = [c for c in table.columns if c != "note" or any(r[c] for r in cells)]
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    pinned = _pinned_layout([c for c in cols if c not in kinds and c != "note"], cells)
+
+    def cell(tag: str, c: str, text: str, cls: list[str]) -> str:
+        style = ""
+        if c in pinned:
+            cls = ["label", *cls]
+            style = f' style="{pinned[c]}"'
+        elif c == "note":
+            cls = ["note", *cls]
+        attr = f' class="{" ".join(cls)}"' if cls else ""
+        # a number never breaks (Chromium breaks at <wbr> even under white-space: nowrap)
+        body = html.escape(text) if "num" in cls else _breakable(text)
+        return f"<{tag}{attr}{style}>{body}</{tag}>"
+
+    head = "".join(cell("th", c, str(c), []) for c in cols)
     body = []
     for i, r in enumerate(cells):
         status = str(r.get("status", "FINISHED"))
@@ -112,12 +136,12 @@ def to_html(table: pd.DataFrame, mark_best: bool = True) -> str:
                 v = table[c].iloc[i]
                 if kind == "delta" and isinstance(v, float) and not math.isnan(v):
                     cls.append("neg" if v < -1e-12 else "pos")
+                if kind == "spread" and isinstance(v, float) and v >= C.NOISY_SPREAD:
+                    cls.append("noisy")
             if i in best.get(c, ()):
                 cls.append("best")
-            attr = f' class="{" ".join(cls)}"' if cls else ""
-            tds.append(f"<td{attr}>{html.escape(str(r[c]))}</td>")
+            tds.append(cell("td", c, str(r[c]), cls))
         body.append(f'<tr class="status-{html.escape(status)}">{"".join(tds)}</tr>')
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.attrs.get("notes") or [])
     base = table.attrs.get("baseline") or {}
     base = base if _has_derived(table) else {}
     caption = (
@@ -131,3 +155,32 @@ def to_html(table: pd.DataFrame, mark_best: bool = True) -> str:
         f'<table class="qexp"><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>" + (f"<ul>{notes}</ul>" if notes else "")
     )
+
+
+_BREAK_AFTER = re.compile(r"(?<=[_./-])")
+
+
+def _pieces(text: str) -> list[str]:
+    return [p for part in text.split() for p in _BREAK_AFTER.split(part) if p]
+
+
+def _breakable(text: str) -> str:
+    """Escaped text that may break after ``_ . / -`` (<wbr>), so "latency_ms_p50" wraps as
+    "latency_ms_" / "p50" instead of widening its column or breaking mid-word."""
+    return "<wbr>".join(html.escape(p) for p in _BREAK_AFTER.split(text))
+
+
+def _pinned_layout(label_cols: list[str], cells: list[dict]) -> dict[str, str]:
+    """An inline style per label column: a width from its longest unbreakable piece (at
+    most C.LABEL_CHARS // 2 characters, 0.6 em each: a little over the page font's average),
+    and the sticky left offset of the columns before it, so the whole label block stays
+    pinned while the metrics scroll under it."""
+    out, left = {}, "0px"
+    for i, c in enumerate(label_cols):
+        pieces = _pieces(str(c)) + [p for r in cells for p in _pieces(str(r[c]))]
+        chars = min(max([len(p) for p in pieces] + [3]), C.LABEL_CHARS // 2)
+        # padding 2 x 6 px and a 1 px right border (the first cell also a 1 px left one)
+        width = f"calc({0.6 * chars + 0.4:.1f}em + {14 if i == 0 else 13}px)"
+        out[c] = f"width:{width};min-width:{width};max-width:{width};left:{left}"
+        left = f"calc({left} + {width})"
+    return out

@@ -91,10 +91,21 @@ def comparison_table(
     axis whose choices become column groups (``map50_95 [torch]``). ``baseline``: {axis:
     choice} of the row that deltas/speedups are read against, "auto" (fp32, else fp16), or None.
     ``hide_equivalent``: fold jobs SKIPPED as repeats of a FINISHED row (an unread axis
-    differs) into one note under the table.
+    differs) into one note under the table. ``include_skipped=False``: FINISHED rows only
+    (the latest FINISHED record per row key), the others counted in a note, the row keys those
+    that vary among the rows shown, and no status column.
     """
     if df.empty:
         return df
+    left_out: dict[str, int] = {}
+    if not include_skipped:
+        left = df[df["status"] != "FINISHED"]
+        left_out = {str(s): int(n) for s, n in left["status"].value_counts().items()}
+        df = df[df["status"] == "FINISHED"]
+        if df.empty:
+            out = pd.DataFrame()
+            out.attrs.update(notes=[_left_out_note(left_out)], left_out=left_out, kinds={})
+            return out
     df = _with_knobs(df, axes)
     rows = list(axes) if axes else varying_axes(df) + varying_knobs(df)
     if cols:
@@ -122,7 +133,7 @@ def comparison_table(
     if hide_equivalent:
         df, folded = _fold_equivalent(df, key)
         notes += folded
-    if not include_skipped or cols:
+    if cols:
         notes += _notes(df[df["status"] != "FINISHED"], key)
         df = df[df["status"] == "FINISHED"]
     out = df[key + ["status"] + metrics].copy()
@@ -138,16 +149,50 @@ def comparison_table(
         if bad:
             raise TableError(f"--baseline: {bad} is not a row key of this table ({key})")
         kinds.update(_add_deltas(out, key, baseline, metrics))
+    kinds.update(_add_spread(out, df, metrics))
+    noisy = int((out[C.SPREAD] >= C.NOISY_SPREAD).sum()) if C.SPREAD in out else 0
+    if noisy:
+        notes.append(C.noisy_note(noisy))
 
     derived = {m: [c for c, (k, mm) in kinds.items() if mm == m and k != "metric"] for m in metrics}
     order = key + ["status"] + [c for m in metrics for c in [m, *derived[m]]] + ["note"]
     out = _sort_by_appearance(out[order], rows or key)
     if cols:
         out, kinds = _pivot(out, rows, cols, kinds)
+    if left_out:
+        notes.append(_left_out_note(left_out))
+    if not include_skipped and "status" in out:
+        out = out.drop(columns=["status"])  # every row is FINISHED
     out.attrs.update(
-        rows=rows, cols=cols, kinds=kinds, baseline=baseline or {}, notes=notes, key=key
+        rows=rows,
+        cols=cols,
+        kinds=kinds,
+        baseline=baseline or {},
+        notes=notes,
+        key=key,
+        left_out=left_out,
     )
     return out
+
+
+def _left_out_note(left_out: dict[str, int]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(left_out.items()))
+    return f"not shown: {counts} (`qexp report --failed` lists them with the reason)"
+
+
+def _add_spread(
+    out: pd.DataFrame, df: pd.DataFrame, metrics: list[str]
+) -> dict[str, tuple[str, str]]:
+    """p90/p50 of the latency: near 1 on an idle machine; far above it, the latency was
+    measured under load and its speedup (and Pareto point) cannot be trusted."""
+    p50, p90 = "latency_ms_p50", "latency_ms_p90"
+    if p50 not in metrics or p90 not in df or C.SPREAD in out:
+        return {}
+    ratio = pd.to_numeric(df[p90], errors="coerce") / pd.to_numeric(df[p50], errors="coerce")
+    if ratio.notna().sum() == 0:
+        return {}
+    out[C.SPREAD] = ratio.where(out["status"] == "FINISHED")
+    return {C.SPREAD: ("spread", p50)}
 
 
 def _in_sweep_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -273,17 +318,20 @@ def _pivot(
 
 
 def best_rows(table: pd.DataFrame) -> dict[str, set[int]]:
-    """Column -> row positions holding the best value (ties included)."""
+    """Column -> row positions holding the best value (ties included). A batch-1 latency timed
+    under load (its p90/p50 flagged) is never the best one: it may just be noise."""
     kinds: dict[str, tuple[str, str]] = table.attrs.get("kinds", {})
     finished = table["status"] == "FINISHED" if "status" in table else pd.Series(True, table.index)
+    quiet = finished & ~(table[C.SPREAD] >= C.NOISY_SPREAD) if C.SPREAD in table else finished
     best: dict[str, set[int]] = {}
     for col, (kind, metric) in kinds.items():
         hib = True if kind == "speedup" else C.higher_is_better(metric)
         if hib is None or col not in table:
             continue
-        if kind == "delta":
-            continue  # the delta mirrors its metric, which is marked already
-        vals = pd.to_numeric(table[col], errors="coerce").where(finished)
+        if kind in ("delta", "spread"):
+            continue  # a delta mirrors its metric; a spread is a warning, not a score
+        timed = C.base(metric) in C.TIMED_WITH_SPREAD
+        vals = pd.to_numeric(table[col], errors="coerce").where(quiet if timed else finished)
         if vals.notna().sum() < 2:
             continue
         target = vals.max() if hib else vals.min()
@@ -295,6 +343,12 @@ def display_cells(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Formatted cells (strings) per row, for markdown and HTML."""
     kinds = table.attrs.get("kinds", {})
     base = table.attrs.get("baseline") or {}
+    # long config values (model.weights=/a/b/c.pt) shortened, so metrics stay on screen
+    labels = {
+        c: C.short_labels(list(table[c]))
+        for c in table.columns
+        if c not in kinds and c not in ("status", "note")
+    }
     out = []
     for _, row in table.iterrows():
         cells: dict[str, Any] = {}
@@ -306,6 +360,10 @@ def display_cells(table: pd.DataFrame) -> list[dict[str, Any]]:
             kind, metric = kinds.get(col, ("", col))
             if kind in ("delta", "speedup") and is_base and not pd.isna(v):
                 cells[col] = "base"
+            elif kind == "spread":
+                cells[col] = C.fmt_spread(v)
+            elif col in labels and isinstance(v, str):
+                cells[col] = labels[col].get(v, v)
             elif kind == "delta":
                 cells[col] = C.fmt_delta(v)
             elif kind == "speedup":

@@ -23,7 +23,8 @@ class IngestCount:
 def ingest(
     dirs: Iterable[Path], uri: str | None = None, experiment: str | None = None
 ) -> IngestCount:
-    """Log every result.json under ``dirs``; records already in MLflow are left alone."""
+    """Log every result.json under ``dirs``; records already in MLflow (in the same experiment
+    and sweep) are left alone. A job a sweep resumed is logged into that sweep too."""
     sink = MlflowSink(uri or default_uri())
     count = IngestCount()
     for d in dirs:
@@ -41,12 +42,27 @@ def ingest(
                 log.warning("%s: job never finished (killed?); re-run its sweep to resume", path)
                 count.skipped += 1
                 continue
+            if rec.resumed_from and not experiment:
+                rec = rec.replace(experiment=_experiment_of_job(path.parent, rec.experiment))
             if experiment:
                 rec = rec.replace(experiment=experiment)
             exp_id = sink.experiment_id(rec.experiment)
-            if sink.find_run(exp_id, "qexp.record_id", rec.record_id):
+            if sink.find_logged(exp_id, rec):
                 count.present += 1
                 continue
             sink.log(rec, path.parent)
             count.logged += 1
     return count
+
+
+def _experiment_of_job(job_dir: Path, default: str) -> str:
+    """The experiment_name the job ran under (its config.yaml): earlier qexp versions wrote a
+    resumed record with the experiment of the sweep it was taken from."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((job_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return default
+    name = cfg.get("experiment_name") if isinstance(cfg, dict) else None
+    return str(name) if name else default

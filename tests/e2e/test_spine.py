@@ -72,8 +72,12 @@ def test_sweep_records_mlflow_report_resume(qexp):
     assert {r.record_id for r in resumed} == {
         recs[k].record_id for k in recs if recs[k].status == FINISHED
     }
-    jobs2, _ = _job_runs(out / "mlflow.db", "spine")
-    assert len(jobs2) == 5  # the 4 first ones + the re-run's SKIPPED equivalent job
+    jobs2, parents2 = _job_runs(out / "mlflow.db", "spine")
+    # the re-run is a sweep of its own: its 3 resumed jobs (not run again) and its SKIPPED
+    # equivalent job under a second parent run; re-logging either sweep adds nothing
+    assert len(parents2) == 2 and len(jobs2) == 8
+    logged = [r.data.tags["qexp.record_id"] for r in jobs2 if "qexp.resumed_from" in r.data.tags]
+    assert sorted(logged) == sorted(r.record_id for r in resumed)
 
 
 def test_failed_job_does_not_stop_sweep(qexp, assets):

@@ -22,9 +22,14 @@ AXES_DEFAULT = dict(
 )
 
 
-def write_sweep(root: Path, jobs: list[dict], experiment: str = "demo") -> Path:
-    """One record per job dict (choices, metrics, status, reason, artifacts, config, info)."""
-    sweep = root / "sweeps" / experiment / "2026-01-01_00-00-00"
+def write_sweep(
+    root: Path, jobs: list[dict], experiment: str = "demo", name: str = "2026-01-01_00-00-00"
+) -> Path:
+    """One record per job dict (choices, metrics, status, reason, error, artifacts, info,
+    config: extra config sections, e.g. {"model": {"weights": ...}}); ``name``: the sweep dir,
+    a timestamp whose date and time also set the jobs' start times."""
+    sweep = root / "sweeps" / experiment / name
+    day, hour = name.split("_")
     for i, job in enumerate(jobs):
         d = sweep / str(i)
         d.mkdir(parents=True, exist_ok=True)
@@ -40,16 +45,18 @@ def write_sweep(root: Path, jobs: list[dict], experiment: str = "demo") -> Path:
             choices=choices,
             config={
                 "quantizer": {"name": choices["quantizer"], "precision": precision},
-                "model": {"imgsz": job.get("imgsz", 640)},
+                **job.get("config", {}),
+                "model": {"imgsz": job.get("imgsz", 640), **job.get("config", {}).get("model", {})},
             },  # fmt: skip
             metrics=job.get("metrics", {}),
             artifacts=job.get("artifacts", {}),
             info={"precision": precision, **job.get("info", {})},
             reason=job.get("reason"),
+            error=job.get("error"),
             sweep_id=str(sweep),
             job_name=f"qexp#{i}",
             job_dir=str(d),
-            started_at=f"2026-01-01T00:00:{i:02d}+00:00",
+            started_at=f"{day}T{hour.replace('-', ':')[:5]}:{i:02d}+00:00",
         ).write(d)
     return sweep
 
