@@ -1,7 +1,8 @@
 """`python -m qexp.ui --port N` (`make ui`): the MLflow UI over outputs/mlflow.db on 127.0.0.1.
 
 The UI is an ``mlflow server`` in a process group of its own. Ctrl-C, SIGTERM, or this process
-exiting ends that whole group, so no uvicorn worker outlives the command.
+exiting ends that whole group, so no uvicorn worker outlives the command; a guard
+(:mod:`qexp.guard`) ends it too when this process is killed hard (SIGKILL) and cleans up nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "mlflow-ui.log"
     cmd = server_command(a.host, a.port, f"sqlite:///{db}", out / "mlartifacts", workers=1)
-    proc = spawn_group(cmd, log_path)
+    proc = spawn_group(cmd, log_path, guard=True)  # even a SIGKILL of the UI ends the server
     stopped = False
 
     def shutdown(*_: object) -> None:
