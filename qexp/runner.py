@@ -24,6 +24,7 @@ from qexp.environment import git_sha, versions
 from qexp.job import Job, content_hash
 from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
 from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
+from qexp.summary import headline
 
 log = logging.getLogger("qexp")
 
@@ -32,6 +33,15 @@ log = logging.getLogger("qexp")
 NEUTRAL = {"observer": "minmax", "calibrator": "none", "ignore": "none"}
 # Keys that do not change what a job measures (where it logs, where files go).
 _NOT_HASHED = ("tracking", "paths", "resume", "log_level", "experiment_name", "paper")
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside a job, after its record was written (FAILED, "interrupted"): the CLI
+    says what was interrupted and how to resume, from ``record``."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(f"interrupted: {record.job_dir}")
+        self.record = record
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,11 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
     done = index.lookup(base.config_hash)
     if done is not None:
         if done.choices == base.choices and cfg.resume:
-            log.info("already FINISHED in %s; reusing its record", done.job_dir)
+            log.info(
+                "already FINISHED in %s; reusing its record (%s)",
+                done.job_dir,
+                headline(done.metrics) or "no metrics",
+            )
             resumed = done.replace(
                 job_dir=str(job_dir), resumed_from=done.job_dir, sweep_id=spec.sweep_id
             )
@@ -164,8 +178,9 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
         record = base.replace(status=FINISHED)
     except KeyboardInterrupt:
         record = base.replace(status=FAILED, error="interrupted (KeyboardInterrupt)")
-        _finish(cfg, _with_job(record, job), job_dir, t0)
-        raise
+        # the CLI prints the one line about it (what, what was kept, how to resume)
+        record = _finish(cfg, _with_job(record, job), job_dir, t0, quiet=True)
+        raise JobInterrupted(record) from None
     except BaseException as e:  # noqa: BLE001 - a job must never take the sweep down
         tb = traceback.format_exc(limit=20)
         log.error("job failed: %s: %s", type(e).__name__, e)
@@ -211,7 +226,9 @@ def _execute(job: Job) -> None:
     BACKENDS.get(cfg.backend.name)().run(job, deploy, data)
 
 
-def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record:
+def _finish(
+    cfg: DictConfig, record: Record, job_dir: Path, t0: float, quiet: bool = False
+) -> Record:
     record = record.replace(finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
     try:
         record.write(job_dir)
@@ -222,16 +239,20 @@ def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record
         record = record.replace(
             status=FAILED, error=f"record not written: {e}\n{record.error or ''}"
         )
-    log.info(
-        "%s %s%s",
-        record.status,
-        " ".join(f"{k}={v}" for k, v in record.choices.items()),
-        f" ({(record.reason or record.error or '').splitlines()[0]})"
-        if (record.reason or record.error)
-        else "",
-    )
+    if not quiet:
+        log.info("%s", status_line(record))
     _track(cfg, record, job_dir)
     return record
+
+
+def status_line(record: Record) -> str:
+    """``FINISHED model=... backend=...: mAP50-95 0.4049, ...`` or the reason / error."""
+    choices = " ".join(f"{k}={v}" for k, v in record.choices.items())
+    if record.status == FINISHED:
+        metrics = headline(record.metrics)
+        return f"{record.status} {choices}" + (f": {metrics}" if metrics else "")
+    why = (record.reason or record.error or "").strip()
+    return f"{record.status} {choices}" + (f" ({why.splitlines()[0]})" if why else "")
 
 
 def _track(cfg: DictConfig, record: Record, job_dir: Path) -> None:
