@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from qexp.assets import check as check_assets
+from qexp.assets import portable
 from qexp.config.schema import AXES
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
@@ -78,7 +80,8 @@ def canonical(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    return content_hash(canonical(cfg))
+    # the same job hashes the same wherever the assets (and the clone) live
+    return content_hash(portable(canonical(cfg), str(cfg.paths.assets)))
 
 
 def combination_reason(cfg: DictConfig) -> str | None:
@@ -215,6 +218,8 @@ def _execute(job: Job) -> None:
     from qexp.registry import MODEL_FAMILIES
 
     cfg = job.cfg
+    check_assets(cfg)
+    log.info("loading model %s (%s) from %s", cfg.model.name, cfg.model.family, cfg.model.weights)
     detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
     t = time.perf_counter()

@@ -46,10 +46,10 @@ def unknown_keys(node: Any, where: str = "") -> list[str]:
         return found
     typ = OmegaConf.get_type(node)
     fields = {f.name for f in dataclasses.fields(typ)} if dataclasses.is_dataclass(typ) else None
-    for key in node:
-        path = f"{where}.{key}" if where else str(key)
+    for key in map(str, node):  # a typed node's keys are strings
+        path = f"{where}.{key}" if where else key
         if fields is not None and key not in fields:
-            close = difflib.get_close_matches(str(key), sorted(fields), n=1)
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
             found.append(path + (f" (did you mean {close[0]}?)" if close else ""))
             continue
         if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):

@@ -180,3 +180,42 @@ def test_ctrl_c_prints_one_line_exits_130_and_keeps_the_record(tmp_path, shared_
     assert read_record(sweep / "0").status == FINISHED
     killed = read_record(sweep / "1")
     assert killed.status == FAILED and "interrupted" in killed.error
+
+
+# --- 7: assets from any directory -------------------------------------------------------
+
+
+def _env_without_assets(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "QEXP_ASSETS"}
+    return {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def test_assets_resolve_from_another_directory(tmp_path, shared_cache):
+    beside = ROOT.parent / "shared" / "assets"
+    if not beside.is_dir():
+        pytest.skip(f"no assets beside the repository ({beside}): the default has nothing to find")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = [*TINY, f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={shared_cache}"]
+    cmd = [sys.executable, "-m", "qexp.cli", *args]
+    ok = subprocess.run(
+        cmd, cwd=elsewhere, env=_env_without_assets(), capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    (rec,) = [read_record(r) for r in find_records(tmp_path / "out" / "runs")]
+    assert rec.status == FINISHED
+    assert rec.config["data"]["root"] == str(beside.resolve() / "coco_val")
+
+    missing = tmp_path / "no-assets-here"
+    bad = subprocess.run(
+        cmd[:-2] + [f"paths.output_dir={tmp_path / 'out2'}", f"paths.cache_dir={shared_cache}"],
+        cwd=elsewhere,
+        env=_env_without_assets(QEXP_ASSETS=str(missing)),
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    (rec,) = [read_record(r) for r in find_records(tmp_path / "out2" / "runs")]
+    assert rec.status == FAILED
+    assert "QEXP_ASSETS" in rec.error and str(missing) in rec.error
+    assert "QEXP_ASSETS" in bad.stdout + bad.stderr
