@@ -265,6 +265,7 @@ def _track(cfg: DictConfig, record: Record, job_dir: Path) -> None:
     try:
         sink = TRACKERS.get(cfg.tracking.name)(cfg)
         if sink is not None:
+            log.info("logging the record to %s", cfg.tracking.get("uri") or cfg.tracking.name)
             sink.log(record, job_dir)
     except Exception as e:  # noqa: BLE001
         log.warning(

@@ -96,6 +96,7 @@ def cached_export(job: Job, deploy: Deployable, batch: int = 1) -> Path:
     built: dict[str, str] = {}
 
     def build(tmp: Path) -> list[str]:
+        log.info("exporting the %s ONNX (batch %d) into the cache", deploy.route, batch)
         out = _call_export(deploy, tmp, batch)
         if not out.is_file():
             raise FileNotFoundError(f"the {deploy.route} export wrote no ONNX at {out}")

@@ -119,6 +119,16 @@ def test_job_ends_with_its_headline_metrics_and_sweep_with_counts(qexp):
     line = next(ln for ln in (p.stdout + p.stderr).splitlines() if "FINISHED model=" in ln)
     assert "mAP50-95 0." in line and "latency p50" in line and " ms" in line
     assert "2 jobs: 1 FINISHED, 0 FAILED, 1 SKIPPED" in p.stdout
+    # no long silence: each slow step says what it is doing, in order
+    assert "composing the config" in p.stderr
+    steps = (
+        "loading model",
+        "evaluating onnxruntime on 1 image",
+        "timing the forward pass",
+        "FINISHED model=",
+    )
+    at = [p.stdout.index(s) for s in steps]
+    assert at == sorted(at), p.stdout
 
 
 def test_sweep_with_a_failed_job_exits_nonzero_with_counts_and_summary(qexp):
