@@ -106,7 +106,9 @@ class OrtBackend:
 
         cfg, b = job.cfg, job.cfg.backend
         imgsz, batch = int(cfg.model.imgsz), int(cfg.data.get("batch") or 1)
-        path = cached_export(job, deploy, batch)
+        rect = bool(cfg.data.get("rect", False))
+        # rect mode (ultralytics' val() default): each batch its own shape, so a dynamic export
+        path = cached_export(job, deploy, batch, dynamic=rect)
         job.add_artifact("onnx", path)
         sess = make_session(
             path,
@@ -114,7 +116,6 @@ class OrtBackend:
             list(b.get("providers") or []),
             str(b.get("graph_optimization", "all")),
         )
-        rect = bool(cfg.data.get("rect", False))
         if rect and not dynamic_hw(sess):
             log.warning(
                 "data.rect=true but %s has a fixed input shape: evaluating square %d",
