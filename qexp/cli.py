@@ -73,7 +73,7 @@ def _ingest(argv: list[str]) -> int:
     a = p.parse_args(argv)
     n = ingest(a.dirs, uri=a.uri, experiment=a.experiment)
     print(f"ingested {n.logged} new, {n.present} already present, {n.skipped} not loggable")
-    return 0
+    return 0 if n.logged + n.present + n.skipped else 1  # no record at all: a wrong DIR
 
 
 def _report(argv: list[str]) -> int:

@@ -151,6 +151,11 @@ def test_sweep_with_a_failed_job_exits_nonzero_with_counts_and_summary(qexp):
     assert len(summary.splitlines()) <= 25
 
 
+def test_ingest_of_a_folder_without_records_exits_nonzero(tmp_path):
+    p = _qexp_bare("ingest", str(tmp_path), "--uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert p.returncode == 1 and "ingested 0 new, 0 already present" in p.stdout
+
+
 # --- 5: Ctrl-C -----------------------------------------------------------------------------
 
 
