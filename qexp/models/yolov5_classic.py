@@ -91,6 +91,10 @@ class ClassicDetect(nn.Module):
         return torch.cat(z, 1)
 
 
+class NotClassicError(pickle.UnpicklingError):
+    """The file is a checkpoint of another family."""
+
+
 class _Unpickler(pickle.Unpickler):
     """Resolve ``models.common`` / ``models.yolo`` to ultralytics blocks and the classes above;
     any other global only from the allowlist of :func:`qexp.models.safe_load.classic_global`
@@ -116,10 +120,6 @@ class _Unpickler(pickle.Unpickler):
                 "use model.family=ultralytics"
             )
         return classic_global(module, name)
-
-
-class NotClassicError(pickle.UnpicklingError):
-    """The file is a checkpoint of another family."""
 
 
 class _PickleModule:
