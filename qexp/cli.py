@@ -16,7 +16,7 @@ from qexp.preflight import CONF_DIR, UsageError, plan
 
 log = logging.getLogger("qexp")
 _failed_jobs: list[str] = []
-HELP_FLAGS = ("help", "--help", "-h")
+HELP_FLAGS = ("--help", "-h")  # and `qexp help`; Hydra's own page stays at --hydra-help
 
 
 def _task(cfg) -> None:
@@ -48,6 +48,7 @@ def _run_hydra(argv: list[str]) -> int:
     from qexp.config.store import register_configs
 
     p = plan(argv)
+    summary.LAST = None
     log.info("composing the config (loading qexp's plugins: torch, ultralytics, ONNX)")
     register_configs()
     sys.argv = [sys.argv[0], *p.argv]  # Hydra reads its command line from sys.argv
@@ -135,7 +136,7 @@ def main() -> int:
             return SUBCOMMANDS[argv[0]](argv[1:])
         if argv and argv[0] == "help":
             return _help(argv[1:])
-        if any(a in HELP_FLAGS[1:] for a in argv):
+        if any(a in HELP_FLAGS for a in argv):
             return _help([])
         return _run_hydra(argv)
     except UsageError as e:

@@ -246,7 +246,7 @@ def _finish(
         )
     if not quiet:
         log.info("%s", status_line(record))
-    _track(cfg, record, job_dir)
+    _track(cfg, record, job_dir, quiet)
     return record
 
 
@@ -260,12 +260,13 @@ def status_line(record: Record) -> str:
     return f"{record.status} {choices}" + (f" ({why.splitlines()[0]})" if why else "")
 
 
-def _track(cfg: DictConfig, record: Record, job_dir: Path) -> None:
+def _track(cfg: DictConfig, record: Record, job_dir: Path, quiet: bool = False) -> None:
     """Send the record to the tracking sink; on failure it stays on disk for `qexp ingest`."""
     try:
         sink = TRACKERS.get(cfg.tracking.name)(cfg)
         if sink is not None:
-            log.info("logging the record to %s", cfg.tracking.get("uri") or cfg.tracking.name)
+            if not quiet:
+                log.info("logging the record to %s", cfg.tracking.get("uri") or cfg.tracking.name)
             sink.log(record, job_dir)
     except Exception as e:  # noqa: BLE001
         log.warning(
