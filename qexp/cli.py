@@ -1,4 +1,8 @@
-"""`qexp [overrides]` runs a job (`-m` a sweep); `qexp report|ingest|server ...` are subcommands."""
+"""`qexp [overrides]` runs a job (`-m` a sweep); `qexp report|ingest|server ...` are subcommands.
+
+Exit codes: 0 when every job FINISHED or was SKIPPED; 1 when a job FAILED; 2 for a command
+line or config file refused before anything ran; 130 after Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ import logging
 import sys
 from pathlib import Path
 
-from qexp import offline
+from qexp import offline, summary
+from qexp.preflight import CONF_DIR, UsageError, plan
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("qexp")
 _failed_jobs: list[str] = []
+HELP_FLAGS = ("--help", "-h")  # and `qexp help`; Hydra's own page stays at --hydra-help
 
 
 def _task(cfg) -> None:
@@ -36,18 +41,27 @@ def _task(cfg) -> None:
         job_name=f"{hc.job.name}#{hc.job.num}" if multirun else hc.job.name,
     )
     record = run_job(cfg, spec)
-    if record.status == FAILED and not multirun:  # a sweep goes on and reports its failures
+    if record.status == FAILED and not multirun:  # a sweep counts its records at the end
         _failed_jobs.append(record.job_dir)
 
 
-def _run_hydra() -> int:
+def _run_hydra(argv: list[str]) -> int:
     import hydra
 
     from qexp.config.store import register_configs
 
+    p = plan(argv)
+    summary.LAST = None
+    log.info("composing the config (loading qexp's plugins: torch, ultralytics, ONNX)")
     register_configs()
-    main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
+    sys.argv = [sys.argv[0], *p.argv]  # Hydra reads its command line from sys.argv
+    main = hydra.main(version_base="1.3", config_path=str(p.config_path), config_name="config")(
+        _task
+    )
     main()
+    if summary.LAST is not None:  # a sweep ran: its one-screen summary, last
+        print(f"\n{summary.LAST.render()}", flush=True)
+        return 0 if summary.LAST.ok else 1
     return 1 if _failed_jobs else 0
 
 
@@ -63,7 +77,7 @@ def _ingest(argv: list[str]) -> int:
     a = p.parse_args(argv)
     n = ingest(a.dirs, uri=a.uri, experiment=a.experiment)
     print(f"ingested {n.logged} new, {n.present} already present, {n.skipped} not loggable")
-    return 0
+    return 0 if n.logged + n.present + n.skipped else 1  # no record at all: a wrong DIR
 
 
 def _report(argv: list[str]) -> int:
@@ -81,13 +95,59 @@ def _server(argv: list[str]) -> int:
 SUBCOMMANDS = {"ingest": _ingest, "report": _report, "server": _server}
 
 
+def _help(argv: list[str]) -> int:
+    """`qexp help [COMMAND]`: a command's own options, or the page of qexp.cli_help."""
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](["--help"])
+    from qexp import cli_help
+
+    dirs = [CONF_DIR]
+    for i, a in enumerate(sys.argv):
+        if a in ("--config-dir", "-cd") and i + 1 < len(sys.argv):
+            dirs = [Path(sys.argv[i + 1]), CONF_DIR]
+    print(cli_help.render(dirs), end="")
+    return 0
+
+
+def interrupted_line(exc: KeyboardInterrupt) -> str:
+    """One line after Ctrl-C: what was interrupted, what was kept, how to resume."""
+    from qexp.runner import JobInterrupted
+
+    if not isinstance(exc, JobInterrupted):
+        return (
+            "interrupted: no job was running; the records written so far are kept "
+            "(re-run the same command to go on)"
+        )
+    rec = exc.record
+    what = " ".join(f"{k}={v}" for k, v in rec.choices.items())
+    kept = "nothing else ran"
+    if rec.sweep_id:
+        done = summary.collect(Path(rec.sweep_id)).counts
+        kept = f"{done.get('FINISHED', 0)} FINISHED record(s) of this sweep kept in {rec.sweep_id}"
+    return (
+        f"interrupted: job {rec.job_name} ({what}), recorded as FAILED in {rec.job_dir}; {kept}; "
+        "resume: re-run the same command (FINISHED jobs are reused, this one runs again)"
+    )
+
+
 def main() -> int:
     offline.setup()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
-        cmd = sys.argv[1]
-        return SUBCOMMANDS[cmd](sys.argv[2:])
-    return _run_hydra()
+    argv = sys.argv[1:]
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        if argv and argv[0] == "help":
+            return _help(argv[1:])
+        if any(a in HELP_FLAGS for a in argv):
+            return _help([])
+        return _run_hydra(argv)
+    except UsageError as e:
+        print(f"qexp: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"\n{interrupted_line(e)}", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

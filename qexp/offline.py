@@ -38,6 +38,9 @@ def setup(home: str | os.PathLike[str] | None = None) -> Path:
     if not online:
         os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    # checkpoints load with torch.load(weights_only=True) and ultralytics' class allowlist
+    # (ultralytics reads this at import; qexp.models.safe_load, README 'Trusted input')
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
     # mlflow child processes and git lookups must not wait on a network either
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     font_dir = cfg_dir / "Ultralytics"

@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from qexp.assets import check as check_assets
+from qexp.assets import portable
 from qexp.config.schema import AXES
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
@@ -26,6 +28,7 @@ from qexp.job import Job, content_hash
 from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
 from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
 from qexp.threads import job_threads, torch_threads
+from qexp.summary import headline
 
 log = logging.getLogger("qexp")
 
@@ -34,6 +37,15 @@ log = logging.getLogger("qexp")
 NEUTRAL = {"observer": "minmax", "calibrator": "none", "ignore": "none"}
 # Keys that do not change what a job measures (where it logs, where files go).
 _NOT_HASHED = ("tracking", "paths", "resume", "log_level", "experiment_name", "paper")
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside a job, after its record was written (FAILED, "interrupted"): the CLI
+    says what was interrupted and how to resume, from ``record``."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(f"interrupted: {record.job_dir}")
+        self.record = record
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,8 @@ def canonical(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    return content_hash(canonical(cfg))
+    # the same job hashes the same wherever the assets (and the clone) live
+    return content_hash(portable(canonical(cfg), str(cfg.paths.assets)))
 
 
 def combination_reason(cfg: DictConfig) -> str | None:
@@ -187,7 +200,11 @@ def _claimed(
     done = index.lookup(base.config_hash)
     if done is not None:
         if done.choices == base.choices and cfg.resume:
-            log.info("already FINISHED in %s; reusing its record", done.job_dir)
+            log.info(
+                "already FINISHED in %s; reusing its record (%s)",
+                done.job_dir,
+                headline(done.metrics) or "no metrics",
+            )
             # the measurement is the earlier one; where it is filed is this sweep's (its
             # experiment_name is not hashed, so a new name resumes jobs from an old one)
             resumed = done.replace(
@@ -216,8 +233,9 @@ def _claimed(
         record = base.replace(status=FINISHED)
     except KeyboardInterrupt:
         record = base.replace(status=FAILED, error="interrupted (KeyboardInterrupt)")
-        _finish(cfg, _with_job(record, job), job_dir, t0)
-        raise
+        # the CLI prints the one line about it (what, what was kept, how to resume)
+        record = _finish(cfg, _with_job(record, job), job_dir, t0, quiet=True)
+        raise JobInterrupted(record) from None
     except BaseException as e:  # noqa: BLE001 - a job must never take the sweep down
         tb = traceback.format_exc(limit=20)
         log.error("job failed: %s: %s", type(e).__name__, e)
@@ -255,6 +273,8 @@ def _execute(job: Job) -> None:
     from qexp.registry import MODEL_FAMILIES
 
     cfg = job.cfg
+    check_assets(cfg)
+    log.info("loading model %s (%s) from %s", cfg.model.name, cfg.model.family, cfg.model.weights)
     detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
     t = time.perf_counter()
@@ -266,7 +286,9 @@ def _execute(job: Job) -> None:
     BACKENDS.get(cfg.backend.name)().run(job, deploy, data)
 
 
-def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record:
+def _finish(
+    cfg: DictConfig, record: Record, job_dir: Path, t0: float, quiet: bool = False
+) -> Record:
     record = record.replace(finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
     try:
         record.write(job_dir)
@@ -277,23 +299,29 @@ def _finish(cfg: DictConfig, record: Record, job_dir: Path, t0: float) -> Record
         record = record.replace(
             status=FAILED, error=f"record not written: {e}\n{record.error or ''}"
         )
-    log.info(
-        "%s %s%s",
-        record.status,
-        " ".join(f"{k}={v}" for k, v in record.choices.items()),
-        f" ({(record.reason or record.error or '').splitlines()[0]})"
-        if (record.reason or record.error)
-        else "",
-    )
-    _track(cfg, record, job_dir)
+    if not quiet:
+        log.info("%s", status_line(record))
+    _track(cfg, record, job_dir, quiet)
     return record
 
 
-def _track(cfg: DictConfig, record: Record, job_dir: Path) -> None:
+def status_line(record: Record) -> str:
+    """``FINISHED model=... backend=...: mAP50-95 0.4049, ...`` or the reason / error."""
+    choices = " ".join(f"{k}={v}" for k, v in record.choices.items())
+    if record.status == FINISHED:
+        metrics = headline(record.metrics)
+        return f"{record.status} {choices}" + (f": {metrics}" if metrics else "")
+    why = (record.reason or record.error or "").strip()
+    return f"{record.status} {choices}" + (f" ({why.splitlines()[0]})" if why else "")
+
+
+def _track(cfg: DictConfig, record: Record, job_dir: Path, quiet: bool = False) -> None:
     """Send the record to the tracking sink; on failure it stays on disk for `qexp ingest`."""
     try:
         sink = TRACKERS.get(cfg.tracking.name)(cfg)
         if sink is not None:
+            if not quiet:
+                log.info("logging the record to %s", cfg.tracking.get("uri") or cfg.tracking.name)
             sink.log(record, job_dir)
     except Exception as e:  # noqa: BLE001
         log.warning(

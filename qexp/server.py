@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from qexp.procs import group_members
+
 STATE_FILE = "mlflow-server.json"
 LOOPBACK = "127.0.0.1"
 
@@ -102,45 +104,25 @@ def server_command(
     ]
 
 
-def spawn_group(cmd: list[str], log_path: Path) -> subprocess.Popen:
-    """Start ``cmd`` as the leader of a new process group (so the group can be ended whole)."""
+def spawn_group(cmd: list[str], log_path: Path, guard: bool = False) -> subprocess.Popen:
+    """Start ``cmd`` as the leader of a new process group (so the group can be ended whole).
+
+    ``guard=True``: the group dies with this process, however it ends (even SIGKILL): the
+    leader is :mod:`qexp.guard`, watching a pipe only this process holds open.
+    """
     env = dict(os.environ)
     # mlflow >= 3.5 starts job-runner processes unless told not to; we never use them
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "qexp.guard", *cmd] if guard else cmd,
+            stdin=subprocess.PIPE if guard else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of group ``pgid``; reads /proc where it exists."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except (ProcessLookupError, PermissionError):
-            return []
-    pids = []
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        # fields after the ")" closing the command name: state ppid pgrp ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            pids.append(int(d.name))
-    return pids
 
 
 def stop_group(pgid: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> bool:

@@ -1,9 +1,11 @@
 """`python -m qexp.ui --port N` (`make ui`): the MLflow UI over outputs/mlflow.db on 127.0.0.1.
 
 The UI is an ``mlflow server`` in a process group of its own. Ctrl-C, SIGTERM, or this process
-exiting ends that whole group, so no uvicorn worker outlives the command. It prints one link per
-qexp experiment: its runs in MLflow's training view, on the "qexp: jobs by mAP" view
-(qexp.tracking.mlflow_view says why a bare experiment link opens MLflow's GenAI pages).
+exiting ends that whole group, so no uvicorn worker outlives the command; a guard
+(:mod:`qexp.guard`) ends it too when this process is killed hard (SIGKILL) and cleans up nothing.
+It prints one link per qexp experiment: its runs in MLflow's training view, on the "qexp: jobs
+by mAP" view (qexp.tracking.mlflow_view says why a bare experiment link opens MLflow's GenAI
+pages).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     experiments = prepare_store(f"sqlite:///{db}") if db.exists() else []
     log_path = out / "mlflow-ui.log"
     cmd = server_command(a.host, a.port, f"sqlite:///{db}", out / "mlartifacts", workers=1)
-    proc = spawn_group(cmd, log_path)
+    proc = spawn_group(cmd, log_path, guard=True)  # even a SIGKILL of the UI ends the server
     stopped = False
 
     def shutdown(*_: object) -> None:

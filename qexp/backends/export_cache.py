@@ -53,7 +53,7 @@ def _code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def export_key(cfg: Any, deploy: Deployable, batch: int) -> dict[str, Any]:
+def export_key(cfg: Any, deploy: Deployable, batch: int, dynamic: bool = False) -> dict[str, Any]:
     weights = str(cfg.model.weights)
     key: dict[str, Any] = {
         "weights": file_hash(Path(weights)) if Path(weights).is_file() else weights,
@@ -66,6 +66,8 @@ def export_key(cfg: Any, deploy: Deployable, batch: int) -> dict[str, Any]:
         "versions": [EXPORT_VERSION, _version("torch"), _version("ultralytics"), _version("onnx")],
         "code": _code_fingerprint(),
     }
+    if dynamic:  # only then: static exports keep the keys (and cache entries) they had
+        key["dynamic"] = True
     if deploy.route != "float":
         for axis in ("observer", "calibrator", "ignore"):
             key[axis] = _plain(cfg.get(axis))
@@ -74,8 +76,15 @@ def export_key(cfg: Any, deploy: Deployable, batch: int) -> dict[str, Any]:
     return key
 
 
-def _call_export(deploy: Deployable, out_dir: Path, batch: int) -> Path:
+def exports_dynamic(deploy: Deployable) -> bool:
+    """Whether ``deploy.export`` can write symbolic height/width (``dynamic=True``)."""
+    return "dynamic" in inspect.signature(deploy.export).parameters
+
+
+def _call_export(deploy: Deployable, out_dir: Path, batch: int, dynamic: bool = False) -> Path:
     params = inspect.signature(deploy.export).parameters
+    if dynamic:
+        return Path(deploy.export(out_dir, batch=batch, dynamic=True))  # type: ignore[call-arg]
     if "batch" in params:
         return Path(deploy.export(out_dir, batch=batch))  # type: ignore[call-arg]
     if batch != 1:
@@ -85,18 +94,25 @@ def _call_export(deploy: Deployable, out_dir: Path, batch: int) -> Path:
     return Path(deploy.export(out_dir))
 
 
-def cached_export(job: Job, deploy: Deployable, batch: int = 1) -> Path:
+def cached_export(job: Job, deploy: Deployable, batch: int = 1, dynamic: bool = False) -> Path:
     """The ONNX for ``deploy`` from the cache, exported on a miss.
 
     Entries go through :func:`qexp.cache.cached`: built in a temp dir under a lock (parallel
     jobs export once), a sha256 manifest written last, and a truncated or damaged file found
     on reuse is reported and rebuilt.
     """
-    entry = job.cache("onnx", export_key(job.cfg, deploy, batch))
+    dynamic = dynamic and exports_dynamic(deploy)
+    entry = job.cache("onnx", export_key(job.cfg, deploy, batch, dynamic))
     built: dict[str, str] = {}
 
     def build(tmp: Path) -> list[str]:
-        out = _call_export(deploy, tmp, batch)
+        log.info(
+            "exporting the %s ONNX (batch %d%s) into the cache",
+            deploy.route,
+            batch,
+            ", dynamic shape" if dynamic else "",
+        )
+        out = _call_export(deploy, tmp, batch, dynamic)
         if not out.is_file():
             raise FileNotFoundError(f"the {deploy.route} export wrote no ONNX at {out}")
         if out.resolve().parent != tmp.resolve():

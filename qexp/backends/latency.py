@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from qexp.progress import track
+
+log = logging.getLogger("qexp")
+
 
 def measure(fn: Callable[[], Any], warmup: int = 10, iters: int = 50) -> np.ndarray:
     """Wall-clock milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed ones."""
     if iters < 1:
         raise ValueError(f"backend.iters={iters}: must be >= 1")
+    log.info("timing the forward pass: %d warm-up + %d timed calls", max(0, warmup), iters)
     for _ in range(max(0, warmup)):
         fn()
     out = np.empty(iters)
-    for i in range(iters):
+    for i in track(range(iters), "latency"):
         t = time.perf_counter()
         fn()
         out[i] = (time.perf_counter() - t) * 1e3

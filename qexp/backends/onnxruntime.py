@@ -108,7 +108,9 @@ class OrtBackend:
         return None
 
     def run(self, job: Job, deploy: Deployable, data: EvalDataset) -> None:
-        path = cached_export(job, deploy, int(job.cfg.data.get("batch") or 1))
+        rect = bool(job.cfg.data.get("rect", False))
+        # rect mode (ultralytics' val() default): each batch its own shape, so a dynamic export
+        path = cached_export(job, deploy, int(job.cfg.data.get("batch") or 1), dynamic=rect)
         job.add_artifact("onnx", path)
         threads = job_threads(int(job.cfg.backend.threads))
         with torch_threads(threads.n):  # the torch reference pass (alignment) shares the cores
@@ -122,6 +124,7 @@ class OrtBackend:
 
         cfg, b = job.cfg, job.cfg.backend
         imgsz, batch = int(cfg.model.imgsz), int(cfg.data.get("batch") or 1)
+        rect = bool(cfg.data.get("rect", False))
         sess = make_session(
             path,
             threads,
@@ -129,7 +132,6 @@ class OrtBackend:
             str(b.get("graph_optimization", "all")),
             bool(b.spin),
         )
-        rect = bool(cfg.data.get("rect", False))
         if rect and not dynamic_hw(sess):
             log.warning(
                 "data.rect=true but %s has a fixed input shape: evaluating square %d",

@@ -157,7 +157,11 @@ class TensorRTBackend:
             return f"backend.eval_batch={b.eval_batch} must be one of backend.batch_sizes"
         p = probe_cfg(b)
         if not p.get("ok"):
-            return f"TensorRT not available: {p.get('error', 'unknown reason')}"
+            return (
+                f"TensorRT not available: {p.get('error', 'unknown reason')} (point qexp at a "
+                "Python with TensorRT: TRT_PYTHON=/path/to/python or backend.python=...; "
+                "see docs/tensorrt.md)"
+            )
         return unsupported_reason(p["capabilities"], precision, route, calibrator, p["tensorrt"])
 
     def run(self, job: Job, deploy: Deployable, data: EvalData) -> None:

@@ -13,6 +13,10 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from qexp.assets import register_resolver
+
+register_resolver()  # paths.assets resolves wherever a qexp config does
+
 SCHEMA_VERSION = 1
 
 # The sweepable axes, in the order tables and run names use.
@@ -114,7 +118,7 @@ class TrackingConfig:
 class PathsConfig:
     output_dir: str = "${oc.env:QEXP_OUTPUT_DIR,outputs}"
     cache_dir: str = "${paths.output_dir}/cache"
-    assets: str = "${oc.env:QEXP_ASSETS,../shared/assets}"
+    assets: str = "${qexp.assets:}"  # $QEXP_ASSETS, else ../shared/assets beside the repo
 
 
 @dataclass

@@ -66,6 +66,14 @@ def evaluate(
     n_batches = (len(data) + batch - 1) // batch
     progress = job.track if job is not None else track
     desc = f"eval {scope or 'model'} {imgsz}{' rect' if rect else ''} b{batch}"
+    log.info(
+        "evaluating %s on %d image%s of %s%s",
+        scope or "the model",
+        len(data),
+        "" if len(data) == 1 else "s",
+        data.name,
+        " (and the torch reference, for alignment)" if reference is not None else "",
+    )
     for b in progress(data.batches(imgsz, batch, detector.stride, rect), desc, total=n_batches):
         raw = np.asarray(predict(b.images))
         dets += _detections(detector, raw, b, cats, nms)

@@ -48,6 +48,14 @@ def export_onnx(
         if dynamic
         else None
     )
+    # ultralytics' Detect caches its anchors by input shape: a module that already ran at this
+    # shape would be traced with them as constants. ``dynamic`` makes it compute them in the
+    # graph (ultralytics' own exporter does the same for dynamic exports).
+    cached_anchors = [m for m in module.modules() if isinstance(getattr(m, "dynamic", None), bool)]
+    before = [bool(getattr(m, "dynamic")) for m in cached_anchors]  # noqa: B009
+    if dynamic:
+        for m in cached_anchors:
+            setattr(m, "dynamic", True)  # noqa: B010 - an attribute torch's typing does not know
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter(
@@ -75,6 +83,8 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
         module.train(was_training)
+        for m, d in zip(cached_anchors, before, strict=True):
+            setattr(m, "dynamic", d)  # noqa: B010
     return path
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from qexp import offline
 from qexp.models.detector import YoloDetector, cfg_get
+from qexp.models.safe_load import (
+    TRUST,
+    UnsafeCheckpointError,
+    foreign_globals,
+    ultralytics_unrestricted,
+)
 from qexp.models.weights import resolve_weights
 from qexp.registry import MODEL_FAMILIES
 
@@ -27,9 +34,13 @@ def load_module(weights: str) -> torch.nn.Module:
     path = resolve_weights(weights)
     if path.endswith((".yaml", ".yml")):
         log.warning("model %s is an architecture yaml: random weights, mAP will be ~0", path)
+    elif Path(path).is_file():
+        _refuse_foreign_globals(path)
     try:
         model = YOLO(path, task="detect").model
     except Exception as e:
+        if "references types outside" in str(e):  # ultralytics' weights_only refusal
+            _refuse_foreign_globals(path, always=True)
         raise RuntimeError(
             f"cannot load ultralytics weights {weights}: {type(e).__name__}: {e}"
         ) from e
@@ -49,6 +60,22 @@ def load_module(weights: str) -> torch.nn.Module:
         if isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
             m.recompute_scale_factor = None  # old pickles
     return model
+
+
+def _refuse_foreign_globals(path: str, always: bool = False) -> None:
+    """Where ultralytics unpickles in full, refuse a file naming globals outside torch and
+    ultralytics (and warn that the rest is trusted); ``always``: name why it was refused."""
+    why = ultralytics_unrestricted()
+    if why is None and not always:
+        return  # torch.load(weights_only=True) with ultralytics' allowlist refuses them itself
+    foreign = foreign_globals(path)
+    if foreign:
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it names {', '.join(foreign[:5])}, outside torch and "
+            f"ultralytics; {TRUST}"
+        )
+    if why is not None:
+        log.warning("%s is unpickled in full: %s; %s", path, why, TRUST)
 
 
 @MODEL_FAMILIES.register("ultralytics")

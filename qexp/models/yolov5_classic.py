@@ -21,6 +21,7 @@ from torch import nn
 
 from qexp import offline
 from qexp.models.detector import YoloDetector, cfg_get
+from qexp.models.safe_load import TRUST, UnsafeCheckpointError, classic_global
 from qexp.models.weights import resolve_weights
 from qexp.registry import MODEL_FAMILIES
 
@@ -90,8 +91,14 @@ class ClassicDetect(nn.Module):
         return torch.cat(z, 1)
 
 
+class NotClassicError(pickle.UnpicklingError):
+    """The file is a checkpoint of another family."""
+
+
 class _Unpickler(pickle.Unpickler):
-    """Resolve ``models.common`` / ``models.yolo`` to ultralytics blocks and the classes above."""
+    """Resolve ``models.common`` / ``models.yolo`` to ultralytics blocks and the classes above;
+    any other global only from the allowlist of :func:`qexp.models.safe_load.classic_global`
+    (a checkpoint is a pickle: an open ``find_class`` would let a crafted file run code)."""
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "models.yolo" and name == "Model":
@@ -107,7 +114,12 @@ class _Unpickler(pickle.Unpickler):
                 f"classic YOLOv5 class {module}.{name} is not supported by model.family=yolov5 "
                 f"(supported: Model, Detect, {', '.join(sorted(_BLOCKS))})"
             )
-        return super().find_class(module, name)
+        if module.startswith("ultralytics."):
+            raise NotClassicError(
+                f"an ultralytics checkpoint (it names {module}.{name}), not a classic YOLOv5 one: "
+                "use model.family=ultralytics"
+            )
+        return classic_global(module, name)
 
 
 class _PickleModule:
@@ -128,11 +140,21 @@ def load_module(path: str | Path) -> ClassicModel:
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
     try:
+        # weights_only=False hands the unpickling to _Unpickler, whose allowlist is the guard
         ckpt = torch.load(
             str(path), map_location="cpu", weights_only=False, pickle_module=_PickleModule
         )
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"refusing to load {path}: {e}; {TRUST}") from None
+    except NotClassicError as e:
+        raise TypeError(f"{path}: {e}") from None
     except pickle.UnpicklingError as e:
         raise RuntimeError(f"{path}: {e}") from None
+    except (RuntimeError, EOFError, OSError) as e:  # torch names neither the file nor the cause
+        raise RuntimeError(
+            f"cannot read {path}: not a complete torch checkpoint (truncated or damaged? "
+            f"{type(e).__name__}: {e})"
+        ) from None
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
     if not isinstance(model, ClassicModel):
         raise TypeError(f"{path}: not a classic YOLOv5 checkpoint (found {type(model).__name__})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig
 
@@ -15,10 +16,15 @@ from qexp.registry import QUANTIZERS
 def float_export(detector: Detector, imgsz: int) -> Callable[..., Path]:
     """The export of the float module: every route that hands TensorRT an fp32 ONNX uses it."""
 
-    def export(out_dir: Path, batch: int = 1) -> Path:
-        path = Path(out_dir) / f"{detector.name}_fp32_{imgsz}_b{batch}.onnx"
+    def export(out_dir: Path, batch: int = 1, dynamic: bool = False) -> Path:
+        """``dynamic``: batch, height and width symbolic (rect-mode evaluation)."""
+        tag = "_dyn" if dynamic else ""
+        path = Path(out_dir) / f"{detector.name}_fp32_{imgsz}_b{batch}{tag}.onnx"
         if not path.exists():
-            detector.export_onnx(detector.module, path, imgsz, batch)
+            if dynamic:
+                cast(Any, detector).export_onnx(detector.module, path, imgsz, batch, dynamic=True)
+            else:
+                detector.export_onnx(detector.module, path, imgsz, batch)
         return path
 
     return export

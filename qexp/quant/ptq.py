@@ -168,13 +168,16 @@ def calibrated(job: Job, detector: Detector, data: EvalData) -> Calibrated:
     return Calibrated(fmodel, qmodel, plan, amax, num, seconds, hit)
 
 
-def export_qdq(detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, batch: int) -> Path:
+def export_qdq(
+    detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, batch: int, dynamic: bool = False
+) -> Path:
     """The Q/DQ ONNX of a fake-quant model, checked to hold Q/DQ nodes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     params = inspect.signature(detector.export_onnx).parameters
     if "simplify" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
         # a simplifier may fold or move the Q/DQ pairs TensorRT needs
-        cast(Any, detector).export_onnx(qmodel, path, imgsz, batch, simplify=False)
+        kw: dict[str, Any] = {"dynamic": True} if dynamic else {}
+        cast(Any, detector).export_onnx(qmodel, path, imgsz, batch, simplify=False, **kw)
     else:
         detector.export_onnx(qmodel, path, imgsz, batch)
     model = onnx.load(str(path))
@@ -189,12 +192,14 @@ def make_deployable(
 ) -> Deployable:
     """A Deployable whose ``export(dir, batch)`` writes the ONNX ``route`` needs."""
 
-    def export(out_dir: Path, batch: int = 1) -> Path:
+    def export(out_dir: Path, batch: int = 1, dynamic: bool = False) -> Path:
+        """``dynamic`` (route qdq): batch, height and width symbolic (rect-mode evaluation)."""
         out_dir = Path(out_dir)
-        stem = f"{detector.name}_int8_{tag}_{imgsz}_b{batch}"
+        dynamic = dynamic and route == "qdq"  # TensorRT's dynamic-range route stays static
+        stem = f"{detector.name}_int8_{tag}_{imgsz}_b{batch}{'_dyn' if dynamic else ''}"
         qdq = out_dir / f"{stem}_qdq.onnx"
         if not qdq.exists():
-            export_qdq(detector, qmodel, qdq, imgsz, batch)
+            export_qdq(detector, qmodel, qdq, imgsz, batch, dynamic)
         if route == "qdq":
             return qdq
         fp32, js = out_dir / f"{stem}_fp32.onnx", out_dir / f"{stem}_dynamic_range.json"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qexp import server
+from qexp import procs, server
 from qexp.record import FINISHED, RUNNING, find_records, read_record
 from qexp.tracking.ingest import IngestCount, ingest
 from tests.conftest import ASSETS, CHEAP_JOB, ROOT
@@ -72,8 +72,7 @@ def tracking_server(tmp_path_factory):
         yield info, out
     finally:
         server.stop(out)
-        ps = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True).stdout
-        left = [ln for ln in ps.splitlines() if str(out) in ln and not ln.startswith("Z")]
+        left = [p.args for p in procs.processes_mentioning(str(out))]
         assert not left, f"mlflow server processes left behind: {left}"
 
 

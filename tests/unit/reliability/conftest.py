@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
+import sysconfig
+import venv
 
 import pytest
 
-from qexp import server
+from qexp import procs, server
 
 
 def processes_mentioning(text: str) -> list[str]:
-    """`ps` lines (other than zombies) whose command line contains ``text``."""
-    out = subprocess.run(
-        ["ps", "-eo", "pid,pgid,stat,args"], capture_output=True, text=True, check=True
-    ).stdout
-    return [
-        line
-        for line in out.splitlines()[1:]
-        if text in line and "Z" not in line.split()[2] and str(os.getpid()) != line.split()[0]
-    ]
+    """Live processes (other than this one) whose whole command line contains ``text``.
+
+    Whole: qexp.procs reads /proc, never ``ps`` at a terminal's width, so a match does not
+    depend on how long the clone's path makes the command lines."""
+    return [f"{p.pid} {p.pgid} {p.state} {p.args}" for p in procs.processes_mentioning(text)]
+
+
+@pytest.fixture(scope="session")
+def long_path_python(tmp_path_factory) -> str:
+    """An interpreter whose own path is over 120 characters, with this checkout's packages.
+
+    A clone at a long path (CI's folder is not ours to choose) puts a long venv path first on
+    every command line qexp starts; tests that look processes up must still find them.
+    """
+    deep = tmp_path_factory.mktemp("clone")
+    for part in ("a-clone-folder-whose-name-is-long-" * 2, "nested-" * 8, "main"):
+        deep = deep / part
+    venv.create(deep / ".venv", with_pip=False, symlinks=True)
+    py = deep / ".venv" / "bin" / "python"
+    purelib = sysconfig.get_paths()["purelib"]
+    site = next((deep / ".venv" / "lib").glob("python3*/site-packages"))
+    # this interpreter's packages (and their .pth hooks) after the repo on PYTHONPATH
+    (site / "qexp_test_parent.pth").write_text(f"import site; site.addsitedir({purelib!r})\n")
+    assert len(str(py)) > 120  # past 80 columns on its own
+    return str(py)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +49,3 @@ def mlflow_server(tmp_path_factory):
         server.stop(out)
         left = processes_mentioning(str(out))
         assert not left, f"mlflow server processes left behind: {left}"
-
-
-def ps_args(pid: int) -> str:
-    p = Path(f"/proc/{pid}/cmdline")
-    return p.read_bytes().replace(b"\0", b" ").decode() if p.exists() else ""

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from qexp import server
+from qexp import procs, server
 from tests.conftest import ROOT
 from tests.unit.reliability.conftest import processes_mentioning
 
@@ -74,40 +74,77 @@ def test_stale_state_file_is_dropped(tmp_path):
     assert not (out / server.STATE_FILE).exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ui_stops_its_whole_group(tmp_path, sig):
-    out = tmp_path / "outputs"
-    port = server.free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _start_ui(python: str, port: int, out) -> tuple[subprocess.Popen, str]:
+    """`python -m qexp.ui` from an interpreter at a long path; (process, its output so far)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     ui = subprocess.Popen(
-        [sys.executable, "-m", "qexp.ui", "--port", str(port), "--output-dir", str(out)],
+        [python, "-m", "qexp.ui", "--port", str(port), "--output-dir", str(out)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = ui.stdout.readline()
+        lines.append(line)
+        if "MLflow UI at" in line or (not line and ui.poll() is not None):
+            break
+    return ui, "".join(lines)
+
+
+def _assert_server_gone(port: int, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while processes_mentioning(f"--port {port}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_mentioning(f"--port {port}")
+    assert not server.healthy(f"http://127.0.0.1:{port}", timeout=1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ui_stops_its_whole_group(tmp_path, sig, long_path_python):
+    out = tmp_path / "outputs"
+    port = server.free_port()
+    ui, text = _start_ui(long_path_python, port, out)
     try:
-        lines = []
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = ui.stdout.readline()
-            lines.append(line)
-            if "MLflow UI at" in line or (not line and ui.poll() is not None):
-                break
-        assert f"http://127.0.0.1:{port}" in "".join(lines), "".join(lines)
+        assert f"http://127.0.0.1:{port}" in text, text
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200
+        # `--port N` comes after the 120+ character interpreter path on the server's command line
         servers = processes_mentioning(f"--port {port}")
         assert servers, "the UI's mlflow server should be running"
+        assert any(long_path_python in s for s in servers)
         ui.send_signal(sig)
         assert ui.wait(timeout=60) == 0
     finally:
         if ui.poll() is None:
             ui.kill()
             ui.wait()
+    _assert_server_gone(port)
+
+
+def test_ui_killed_hard_leaves_no_server(tmp_path, long_path_python):
+    """SIGKILL runs no cleanup in the UI: its guard must end the server group by itself."""
+    out = tmp_path / "outputs"
+    port = server.free_port()
+    ui, text = _start_ui(long_path_python, port, out)
+    try:
+        assert f"http://127.0.0.1:{port}" in text, text
+        servers = [p for p in procs.processes_mentioning(f"--port {port}") if p.pid != ui.pid]
+        assert servers, "the UI's mlflow server should be running"
+        pgid = servers[0].pgid
+        assert pgid != os.getpgid(ui.pid), "the server runs in a group of its own"
+        assert len(server.group_members(pgid)) >= 2, "the guard and the mlflow server expected"
+        ui.kill()
+        ui.wait(timeout=30)
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()
+    _assert_server_gone(port)
     deadline = time.monotonic() + 10
-    while processes_mentioning(f"--port {port}") and time.monotonic() < deadline:
+    while server.group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not processes_mentioning(f"--port {port}")
-    assert not server.healthy(f"http://127.0.0.1:{port}", timeout=1)
+    assert not server.group_members(pgid)

@@ -63,3 +63,26 @@ def test_unknown_observer_name_is_named(compose):
 def test_bad_value_is_named(compose):
     with pytest.raises(ConfigError, match="quantizer.precision"):
         validate(compose(["quantizer.precision=int3"]))
+
+
+def test_added_unknown_nested_key_is_named_with_a_hint(compose):
+    # `+` adds a key Hydra's schema lacks; validate() refuses it before any model loads
+    cfg = compose(["+model.wieghts=x.pt"])
+    with pytest.raises(ConfigError, match=r"model\.wieghts \(did you mean weights\?\)"):
+        validate(cfg)
+
+
+def test_preflight_refuses_unknown_top_level_keys_but_keeps_legitimate_additions():
+    from qexp.preflight import UsageError, plan
+
+    with pytest.raises(UsageError, match="did you mean observer"):
+        plan(["+observr=minmax"])
+    with pytest.raises(UsageError, match="did you mean seed"):
+        plan(["-m", "sed=0,1"])
+    # additions the project relies on (docs/scale-out.md), groups, deletions, hydra flags
+    for argv in (
+        ["-m", "+hydra.launcher.ray.init.num_cpus=2", "hydra/launcher=ray_gpus"],
+        ["~hydra.callbacks.qexp_report", "experiment=baselines"],
+        ["--cfg", "job", "model=yolov5n", "model.imgsz=320", "+experiment=baselines"],
+    ):
+        assert plan(argv).argv == argv

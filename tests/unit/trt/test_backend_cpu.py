@@ -39,6 +39,8 @@ def test_check_says_tensorrt_not_available(compose, no_trt_env):
     reason = trt_backend.TensorRTBackend().check(cfg)
     assert reason is not None and reason.startswith("TensorRT not available: ")
     assert "No module named 'tensorrt'" in reason
+    assert "TRT_PYTHON=" in reason and "backend.python=" in reason  # how to point qexp at one
+    assert "docs/tensorrt.md" in reason
     assert "Traceback" not in reason
 
 

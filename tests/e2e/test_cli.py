@@ -1,0 +1,236 @@
+"""The `qexp` command as a user meets it: help, typos, --config-dir, exit codes, Ctrl-C, the
+lines a job and a sweep end with. Real subprocesses, real Hydra, a cheap real job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qexp.record import FAILED, FINISHED, RUNNING, find_records, read_record
+from tests.conftest import ASSETS, CHEAP_JOB, CONF, ROOT
+
+TINY = [*CHEAP_JOB, "tracking=none"]
+
+
+def _qexp_bare(*args: str, cwd=ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`qexp ARGS` exactly as typed (no output-dir overrides added)."""
+    env = dict(os.environ, QEXP_ASSETS=str(ASSETS), PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "qexp.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- 10: help ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_help_lists_commands_axes_and_examples(flag):
+    p = _qexp_bare(flag)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "Powered by Hydra" not in out and "schema/" not in out
+    for cmd in ("qexp report", "qexp ingest", "qexp server", "qexp -m"):
+        assert cmd in out
+    # every axis with every choice under conf/ (read from the files, not from a list here)
+    block = out.split("axes (", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    axes: dict[str, str] = {}
+    for ln in block:
+        if ln[2] != " ":
+            name, _, rest = ln.strip().partition(" ")
+            axes[name] = rest
+        else:
+            axes[name] += " " + ln.strip()
+    for axis_dir in (d for d in CONF.iterdir() if d.is_dir()):
+        for sub in [axis_dir] if axis_dir.name != "hydra" else list(axis_dir.iterdir()):
+            group = sub.relative_to(CONF).as_posix()
+            listed = {c.strip(" *") for c in axes[group].split(":")[-1].split(",")}
+            assert listed == {f.stem for f in sub.glob("*.yaml")}, group
+    assert "yolov8n*" in out and "onnxruntime*" in out  # the defaults are marked
+    examples = out.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(examples) == 3 and all(e.strip().startswith("qexp ") for e in examples)
+
+
+def test_help_of_a_command_and_hydra_flags_still_work():
+    p = _qexp_bare("help", "ingest")
+    assert p.returncode == 0 and "usage: qexp ingest" in p.stdout
+    hydra_help = _qexp_bare("--hydra-help")
+    assert hydra_help.returncode == 0 and "--config-dir" in hydra_help.stdout
+    cfg = _qexp_bare("--cfg", "job", "model=yolov5n")
+    assert cfg.returncode == 0, cfg.stderr
+    assert "name: yolov5n" in cfg.stdout and "family: yolov5" in cfg.stdout
+
+
+# --- 2: a misspelt top-level key -----------------------------------------------------------
+
+
+def test_misspelt_added_key_fails_before_anything_runs(tmp_path):
+    p = _qexp_bare("+observr=minmax", f"paths.output_dir={tmp_path}")
+    assert p.returncode == 2
+    assert "did you mean observer?" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("result.json")), "no job may run"
+
+
+# --- 4: --config-dir, corrupt YAML ---------------------------------------------------------
+
+
+def test_config_dir_copy_of_a_packaged_yaml_takes_effect(tmp_path):
+    mine = tmp_path / "myconf"
+    (mine / "model").mkdir(parents=True)
+    text = (CONF / "model" / "yolov8n.yaml").read_text()
+    (mine / "model" / "yolov8n.yaml").write_text(text + "imgsz: 320\n")
+    (mine / "model" / "mine.yaml").write_text(text.replace("name: yolov8n", "name: mine"))
+    p = _qexp_bare("--config-dir", str(mine), "--cfg", "job")
+    assert p.returncode == 0, p.stderr
+    assert "imgsz: 320" in p.stdout, "the edited copy in --config-dir must win"
+    q = _qexp_bare("--config-dir", str(mine), "--cfg", "job", "model=mine", "data=tiny")
+    assert q.returncode == 0, q.stderr
+    assert "name: mine" in q.stdout and "imgsz: 640" in q.stdout and "name: tiny" in q.stdout
+
+
+def test_corrupt_yaml_is_named_with_its_line_first(tmp_path):
+    mine = tmp_path / "myconf"
+    (mine / "model").mkdir(parents=True)
+    bad = mine / "model" / "broken.yaml"
+    bad.write_text("name: broken\nweights: [unclosed\nimgsz: 320\n")
+    p = _qexp_bare("--config-dir", str(mine), "model=broken")
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert str(bad) in lines[0] and "line 3" in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+# --- 1 + 11: exit codes, the FINISHED line, the sweep summary ------------------------------
+
+
+def test_job_ends_with_its_headline_metrics_and_sweep_with_counts(qexp):
+    p = qexp("-m", "quantizer=none,fp16", *TINY)  # FINISHED + SKIPPED: exit code 0
+    line = next(ln for ln in (p.stdout + p.stderr).splitlines() if "FINISHED model=" in ln)
+    assert "mAP50-95 0." in line and "latency p50" in line and " ms" in line
+    assert "2 jobs: 1 FINISHED, 0 FAILED, 1 SKIPPED" in p.stdout
+    # no long silence: each slow step says what it is doing, in order
+    assert "composing the config" in p.stderr
+    steps = (
+        "loading model",
+        "evaluating onnxruntime on 1 image",
+        "timing the forward pass",
+        "FINISHED model=",
+    )
+    at = [p.stdout.index(s) for s in steps]
+    assert at == sorted(at), p.stdout
+
+
+def test_sweep_with_a_failed_job_exits_nonzero_with_counts_and_summary(qexp):
+    bad = "/nonexistent/weights.pt"
+    p = qexp(
+        "-m",
+        f"model.weights={bad},${{paths.assets}}/weights/yolov8n-coco-from-ovint8.pt",
+        "quantizer=none,fp16",
+        "~hydra.callbacks.qexp_report",  # the summary must not need the report callback
+        *TINY,
+        check=False,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
+    assert sorted(r.status for r in recs) == [FAILED, FINISHED, "SKIPPED", "SKIPPED"]
+    summary = p.stdout[p.stdout.index("sweep done:") :]
+    assert "4 jobs: 1 FINISHED, 1 FAILED, 2 SKIPPED" in summary
+    assert "weights file not found" in summary and "mAP50-95 0." in summary
+    assert "qexp report --records" in summary
+    assert len(summary.splitlines()) <= 25
+
+
+def test_ingest_of_a_folder_without_records_exits_nonzero(tmp_path):
+    p = _qexp_bare("ingest", str(tmp_path), "--uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert p.returncode == 1 and "ingested 0 new, 0 already present" in p.stdout
+
+
+# --- 5: Ctrl-C -----------------------------------------------------------------------------
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_keeps_the_record(tmp_path, shared_cache):
+    out, sweep = tmp_path / "outputs", tmp_path / "outputs" / "sweeps" / "int"
+    cmd = [sys.executable, "-m", "qexp.cli", "-m", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    cmd += [*TINY, f"paths.output_dir={out}", f"paths.cache_dir={shared_cache}"]
+    env = dict(os.environ, QEXP_ASSETS=str(ASSETS), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        job1 = sweep / "1" / "result.json"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if job1.exists() and read_record(job1).status == RUNNING:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    said = [ln for ln in stderr.splitlines() if ln.startswith("interrupted")]
+    assert len(said) == 1, stderr[-3000:]
+    assert str(sweep / "1") in said[0] and "1 FINISHED" in said[0] and "re-run" in said[0]
+    assert read_record(sweep / "0").status == FINISHED
+    killed = read_record(sweep / "1")
+    assert killed.status == FAILED and "interrupted" in killed.error
+
+
+# --- 7: assets from any directory -------------------------------------------------------
+
+
+def _env_without_assets(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "QEXP_ASSETS"}
+    return {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def test_assets_resolve_from_another_directory(tmp_path, shared_cache):
+    beside = ROOT.parent / "shared" / "assets"
+    if not beside.is_dir():
+        pytest.skip(f"no assets beside the repository ({beside}): the default has nothing to find")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = [*TINY, f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={shared_cache}"]
+    cmd = [sys.executable, "-m", "qexp.cli", *args]
+    ok = subprocess.run(
+        cmd, cwd=elsewhere, env=_env_without_assets(), capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    (rec,) = [read_record(r) for r in find_records(tmp_path / "out" / "runs")]
+    assert rec.status == FINISHED
+    assert rec.config["data"]["root"] == str(beside.resolve() / "coco_val")
+
+    missing = tmp_path / "no-assets-here"
+    bad = subprocess.run(
+        cmd[:-2] + [f"paths.output_dir={tmp_path / 'out2'}", f"paths.cache_dir={shared_cache}"],
+        cwd=elsewhere,
+        env=_env_without_assets(QEXP_ASSETS=str(missing)),
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    (rec,) = [read_record(r) for r in find_records(tmp_path / "out2" / "runs")]
+    assert rec.status == FAILED
+    assert "QEXP_ASSETS" in rec.error and str(missing) in rec.error
+    assert "QEXP_ASSETS" in bad.stdout + bad.stderr
