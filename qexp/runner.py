@@ -27,8 +27,8 @@ from qexp.environment import git_sha, versions
 from qexp.job import Job, content_hash
 from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
 from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
-from qexp.threads import job_threads, torch_threads
 from qexp.summary import headline
+from qexp.threads import job_threads, torch_threads
 
 log = logging.getLogger("qexp")
 
