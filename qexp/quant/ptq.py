@@ -25,6 +25,7 @@ from qexp.config.schema import QuantizerConfig
 from qexp.device import describe, resolve_device
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
+from qexp.models.onnx_fold import fold_static_shapes
 from qexp.quant import observers
 from qexp.quant.calibrate import CACHE_VERSION, cached_stats, stats_device, weights_hash
 from qexp.quant.export import ExportError, count_qdq, write_dynamic_range
@@ -184,6 +185,10 @@ def export_qdq(
     onnx.checker.check_model(model)
     if count_qdq(model)["QuantizeLinear"] == 0:
         raise ExportError(f"{path}: the exporter dropped every Q/DQ node (needs dynamo=False)")
+    if not dynamic:  # constant shape arithmetic, as the slimmed fp32 export has (onnx_fold.py)
+        model, n = fold_static_shapes(model)
+        if n:
+            onnx.save(model, str(path))
     return path
 
 
