@@ -35,6 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = Path(os.environ.get("QEXP_ASSETS", ROOT.parent / "shared" / "assets")).resolve() / (
+    "weights/yolov8n-coco-from-ovint8.pt"
+)
 VARIANTS = {
     "ultralytics square b1": ("ultralytics", {"rect": False, "batch": 1}),
     "ultralytics rect b16": ("ultralytics", {"rect": True, "batch": 16}),
@@ -42,6 +45,15 @@ VARIANTS = {
     "qexp fp32 + alignment": ("qexp", {"align": True}),
 }
 BASELINE, TARGET = "ultralytics square b1", "qexp fp32"
+# per-image latency of one model under each thread setting: (library, threads, setting)
+THREAD_CONFIGS = [
+    ("torch", 1, "OpenMP default wait"),
+    ("torch", 2, "OpenMP default wait"),
+    ("torch", 2, "OMP_WAIT_POLICY=PASSIVE"),
+    ("onnxruntime", 1, "no spinning"),
+    ("onnxruntime", 2, "spinning"),
+    ("onnxruntime", 2, "no spinning"),
+]
 
 
 def child_ultralytics(tmp: Path, images: int | None, rect: bool, batch: int) -> dict:
@@ -78,10 +90,75 @@ def child_qexp(tmp: Path, images: int | None, align: bool) -> dict:
     }  # fmt: skip
 
 
-def run_child(name: str, tmp: Path, images: int | None) -> dict:
+def child_latency(lib: str, threads: int, setting: str, onnx: str) -> dict:
+    """Median ms of one 640x640 image through yolov8n, 10 timed after 2 untimed."""
+    if setting == "OpenMP default wait":
+        os.environ.pop("OMP_WAIT_POLICY", None)  # before torch loads libgomp
+    import numpy as np
+    import torch
+
+    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    if lib == "torch":
+        from qexp.models.ultralytics_family import load_module
+
+        model = load_module(str(WEIGHTS)).eval()
+        torch.set_num_threads(threads)
+
+        def run() -> None:
+            with torch.inference_mode():
+                model(torch.from_numpy(x))
+    else:
+        import onnxruntime as ort
+
+        from qexp.threads import ort_options
+
+        so = ort_options(ort.SessionOptions(), threads, spin=setting == "spinning")
+        sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+
+        def run() -> None:
+            sess.run(None, feed)
+
+    for _ in range(2):
+        run()
+    ts = []
+    for _ in range(10):
+        t = time.perf_counter()
+        run()
+        ts.append(time.perf_counter() - t)
+    return {"ms": 1e3 * statistics.median(ts)}
+
+
+def thread_table(tmp: Path, busy: bool, rounds: int) -> list[str]:
+    """Rows of per-image ms per thread setting (median over ``rounds`` interleaved runs), alone
+    and beside the busy process."""
+    onnx = next((tmp / "cache").rglob("*_fp32_640_b1.onnx"))
+    res: dict[tuple, dict[bool, list[float]]] = {c: {False: [], True: []} for c in THREAD_CONFIGS}
+    for with_busy in (False, True) if busy else (False,):
+        spinner = (
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) if with_busy else None
+        )
+        try:
+            for _ in range(rounds):
+                for c in THREAD_CONFIGS:
+                    args = ["--latency", c[0], str(c[1]), c[2], str(onnx)]
+                    res[c][with_busy].append(run_child("latency", tmp, None, args)["ms"])
+        finally:
+            if spinner is not None:
+                spinner.kill()
+    rows = ["| library | threads | setting | ms / image, alone | ms / image, beside 1 busy process |",
+            "|---|---:|---|---:|---:|"]  # fmt: skip
+    for (lib, n, setting), r in res.items():
+        alone = f"{statistics.median(r[False]):.0f}"
+        beside = f"{statistics.median(r[True]):.0f}" if r[True] else "-"
+        rows.append(f"| {lib} | {n} | {setting} | {alone} | {beside} |")
+    return rows
+
+
+def run_child(name: str, tmp: Path, images: int | None, extra: list[str] | None = None) -> dict:
     """One measurement in a fresh interpreter (nothing warm but the on-disk caches)."""
     cmd = [sys.executable, __file__, "--child", name, "--tmp", str(tmp)]
-    cmd += ["--images", str(images)] if images else []
+    cmd += (["--images", str(images)] if images else []) + (extra or [])
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if p.returncode != 0:
@@ -117,7 +194,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "cpu-eval-speed.md")
     ap.add_argument("--no-busy", action="store_true", help="do not start the busy process")
     ap.add_argument("--images", type=int, default=None, help="first N images (a smoke test)")
+    ap.add_argument("--no-threads-table", action="store_true", help="skip the per-setting table")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--latency", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -127,6 +206,10 @@ def main() -> int:
         from qexp import offline
 
         offline.setup()
+        if a.child == "latency":
+            lib, n, setting, onnx = a.latency
+            print(json.dumps(child_latency(lib, int(n), setting, onnx)))
+            return 0
         kind, kw = VARIANTS[a.child]
         fn = child_ultralytics if kind == "ultralytics" else child_qexp
         print(json.dumps(fn(a.tmp, a.images, **kw)))
@@ -154,6 +237,7 @@ def main() -> int:
         if busy is not None:
             busy.kill()
     load_after = os.getloadavg()
+    threads_rows = [] if a.no_threads_table else thread_table(tmp, not a.no_busy, a.reps)
 
     med = {v: statistics.median(r["seconds"] for r in rs) for v, rs in runs.items()}
     base = med.get(BASELINE)
@@ -205,6 +289,16 @@ def main() -> int:
   python {ver.get("python")}, torch {ver.get("torch")}, ultralytics {ver.get("ultralytics")},
   onnxruntime {ver.get("onnxruntime")}, numpy {numpy.__version__}; {started}.
 - Command: `{cmd}`
+
+## Thread settings, one model, one image at a time
+
+yolov8n fp32 at 640x640: in each run, the median of 10 images after 2 untimed, in a fresh
+process; the table holds the median of {a.reps} interleaved runs. The busy process runs for
+the right column only. qexp's defaults: torch with
+`OMP_WAIT_POLICY=PASSIVE` (set when qexp is imported) and ONNX Runtime without spinning, both on
+the job's share of the cores (2 here).
+
+{chr(10).join(threads_rows) or "(skipped)"}
 """
     print("\n" + table + "\n\n" + verdict)
     a.out.parent.mkdir(parents=True, exist_ok=True)
