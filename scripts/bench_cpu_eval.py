@@ -219,7 +219,7 @@ def main() -> int:
     busy = None if a.no_busy else subprocess.Popen([sys.executable, "-c", "while True: pass"])
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()
-    others: list[str] = []
+    others: dict[str, None] = {}  # every process seen above 10% CPU, in order
     runs: dict[str, list[dict]] = {v: [] for v in a.variants}
     try:
         time.sleep(1)
@@ -232,7 +232,7 @@ def main() -> int:
                 r = run_child(v, tmp, a.images)
                 runs[v].append(r)
                 print(f"rep {rep + 1} {v}: {r['seconds']:.1f} s (mAP50-95 {r['map50_95']:.4f})")
-                others = others or busy_others()
+                others.update(dict.fromkeys(busy_others()))
     finally:
         if busy is not None:
             busy.kill()
@@ -283,8 +283,8 @@ def main() -> int:
   qexp also writes its record and times one latency iteration). Not counted: interpreter start
   and imports, qexp's ONNX export (cached by the warm-up; `val()` exports nothing).
 - Load: {"one busy process started by the benchmark (`python -c 'while True: pass'`)" if busy else "no busy process of the benchmark's own"};
-  load average {load_before[0]:.2f} before, {load_after[0]:.2f} after. Other processes above
-  10% CPU during the first repetition: {"; ".join(others) or "none"}.
+  load average {load_before[0]:.2f} before, {load_after[0]:.2f} after. Other processes seen
+  above 10% CPU (`ps`, after each timed run): {"; ".join(others) or "none"}.
 - Machine: {cpu_name()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable);
   python {ver.get("python")}, torch {ver.get("torch")}, ultralytics {ver.get("ultralytics")},
   onnxruntime {ver.get("onnxruntime")}, numpy {numpy.__version__}; {started}.
