@@ -26,7 +26,8 @@ def passive_openmp() -> None:
     libgomp's threads spin on a barrier between parallel regions; when a core is busy with
     another process the spinning thread steals the time the late thread needs, and every op
     waits a time slice: measured on 2 cores with one busy process, yolov8n on 2 torch threads
-    took 4.7 s an image spinning, 0.29 s passive (0.57 s on 1 thread). libgomp reads the policy
+    took 1.95 s an image spinning, 0.16 s passive (docs/results/cpu-eval-speed.md; ~10x worse
+    under heavier load). libgomp reads the policy
     when it loads, so this runs in ``qexp/__init__.py``, before any qexp module imports torch
     (a process that imported torch first keeps the policy it started with)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
