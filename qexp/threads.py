@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 
+def passive_openmp() -> None:
+    """Make torch's OpenMP threads sleep, not spin, while they wait (unless the user chose).
+
+    libgomp's threads spin on a barrier between parallel regions; when a core is busy with
+    another process the spinning thread steals the time the late thread needs, and every op
+    waits a time slice: measured on 2 cores with one busy process, yolov8n on 2 torch threads
+    took 1.95 s an image spinning, 0.16 s passive (docs/results/cpu-eval-speed.md; ~10x worse
+    under heavier load). libgomp reads the policy
+    when it loads, so this runs in ``qexp/__init__.py``, before any qexp module imports torch
+    (a process that imported torch first keeps the policy it started with)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def available_cores() -> int:
     """Cores this process may run on (its affinity mask: taskset, cgroups, Slurm)."""
     try:

@@ -103,7 +103,7 @@ class BackendConfig:
     name: str = MISSING
     warmup: int = 10
     iters: int = 50  # timed iterations for latency
-    threads: int = 0  # 0 = library default
+    threads: int = 0  # 0 = this job's share of the cores (qexp/threads.py); N = N threads
     align: bool = True  # compare raw outputs with torch fp32
 
 

@@ -96,7 +96,9 @@ def preprocess(
 
 def to_float(images: list[np.ndarray]) -> np.ndarray:
     """Stack uint8 CHW images into the float32 NCHW 0..1 batch the models take."""
-    return np.stack(images).astype(np.float32) / 255.0
+    x = np.stack(images).astype(np.float32)
+    x /= 255.0  # in place: the same float32 division, one 5 MB temporary less per image
+    return x
 
 
 def rect_batches(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 
@@ -40,6 +39,17 @@ def to_coco_json(
     ]
 
 
+def _fresh(gt: dict) -> dict:
+    """A copy of ``gt`` the COCO APIs may write into: they set keys on each image, annotation
+    and result dict ("id", "area", "ignore", ...) but never change a nested value (a bbox or
+    polygon list), so copying the dicts one level deep is enough. copy.deepcopy of ground
+    truth and ~60k detections took 2 s of a 45 s eval on a busy 2-core machine."""
+    out = dict(gt)
+    for key in ("images", "annotations"):
+        out[key] = [dict(r) for r in gt.get(key, [])]
+    return out
+
+
 def coco_map(
     gt: dict, dets: list[dict], image_ids: list[int] | None = None, impl: str = "faster"
 ) -> dict[str, float]:
@@ -49,11 +59,12 @@ def coco_map(
         log.warning("no detections: mAP is 0")
         return dict.fromkeys(keys, 0.0)
     ids = sorted({im["id"] for im in gt["images"]}) if image_ids is None else sorted(image_ids)
+    gt, dets = _fresh(gt), [dict(d) for d in dets]
     if impl == "faster":
         from faster_coco_eval import COCO, COCOeval_faster
 
-        coco_gt = COCO(copy.deepcopy(gt))
-        coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
+        coco_gt = COCO(gt)
+        coco_dt = coco_gt.loadRes(dets)
         ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=log.debug)
     elif impl == "pycocotools":
         from pycocotools.coco import COCO as PyCOCO
@@ -61,9 +72,9 @@ def coco_map(
 
         with contextlib.redirect_stdout(io.StringIO()):
             coco_gt = PyCOCO()
-            coco_gt.dataset = copy.deepcopy(gt)
+            coco_gt.dataset = gt
             coco_gt.createIndex()
-            coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
+            coco_dt = coco_gt.loadRes(dets)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
     else:
         raise ValueError(f"COCO metrics impl {impl!r}: must be one of {', '.join(IMPLS)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,20 @@ def test_user_override_and_auto():
     assert auto.info() == {"threads": auto.n, "threads_from": auto.source}
     with pytest.raises(ValueError, match="backend.threads"):
         job_threads(-1)
+
+
+@pytest.mark.parametrize("user", [None, "ACTIVE"])
+def test_importing_qexp_makes_openmp_threads_wait_passively(user):
+    """What libgomp itself read at load (OMP_DISPLAY_ENV prints its settings); a user's own
+    OMP_WAIT_POLICY wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(OMP_DISPLAY_ENV="TRUE", PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    code = "import qexp, torch; torch.ones(4096).sum()"
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert f"OMP_WAIT_POLICY = '{user or 'PASSIVE'}'" in p.stderr
 
 
 def test_torch_threads_set_and_restored():
