@@ -26,14 +26,6 @@ def content_hash(*parts: Any, n: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
-def file_hash(path: Path, n: int = 16) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n]
-
-
 @dataclass
 class Job:
     cfg: DictConfig

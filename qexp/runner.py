@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qexp.assets import check as check_assets
 from qexp.assets import portable
+from qexp.cache import release_all
 from qexp.config.schema import AXES
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
@@ -265,6 +266,8 @@ def _timed_execute(job: Job) -> None:
             _execute(job)
     finally:
         job.info["work_s"] = round(time.perf_counter() - t, 4)
+        for entry in release_all():  # a build that raised: let the other jobs rebuild it
+            log.warning("cache entry %s was left unbuilt by this job", entry)
 
 
 def _execute(job: Job) -> None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from qexp import cache
-from qexp.job import file_hash
 
 if TYPE_CHECKING:
     from qexp.interfaces import Deployable
@@ -56,7 +55,7 @@ def _code_fingerprint() -> str:
 def export_key(cfg: Any, deploy: Deployable, batch: int, dynamic: bool = False) -> dict[str, Any]:
     weights = str(cfg.model.weights)
     key: dict[str, Any] = {
-        "weights": file_hash(Path(weights)) if Path(weights).is_file() else weights,
+        "weights": cache.file_hash(Path(weights), 16) if Path(weights).is_file() else weights,
         "family": str(cfg.model.family),
         "imgsz": int(cfg.model.imgsz),
         "batch": int(batch),

@@ -26,9 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from qexp.backends import trt_server
 from qexp.backends import trt_stage as stage
+from qexp.cache import file_hash
 from qexp.config.schema import BackendConfig
 from qexp.interfaces import Deployable, EvalData
-from qexp.job import Job, file_hash
+from qexp.job import Job
 from qexp.registry import BACKENDS
 from qexp.report import engine_info
 from qexp.trt import protocol
@@ -185,7 +186,7 @@ class TensorRTBackend:
             raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
         calib_dir: str | None = None
         calib_cache: str | None = None
-        onnx_key = file_hash(onnx_path)
+        onnx_key = file_hash(onnx_path, 16)
         calib_batch = int(b.calib_batch)
         if route == "trt_builtin":
             num = int(b.calib_num or cfg.data.calib.num)
@@ -199,7 +200,7 @@ class TensorRTBackend:
             calib_cache = str(cache_dir / "calibration.cache")
         sources = None if b.tactic_sources is None else [str(x) for x in b.tactic_sources]
         timing_iters = None if b.avg_timing_iterations is None else int(b.avg_timing_iterations)
-        key = (onnx_key, dr and file_hash(Path(dr)), deploy.precision, route, calibrator,
+        key = (onnx_key, dr and file_hash(Path(dr), 16), deploy.precision, route, calibrator,
                calib_dir, sizes, float(b.workspace_gb), int(b.opt_level),
                bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"),
                sources, timing_iters, calib_batch if route == "trt_builtin" else None,

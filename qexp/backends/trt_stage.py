@@ -8,17 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qexp.cache import locked
+from qexp import cache
 
 log = logging.getLogger("qexp")
 BATCH_DIM = "batch"
+_EVAL_IMAGES, _EVAL_INDEX = "images.npy", "index.json"
 
 
 # -- ONNX: a dynamic batch axis, so one engine holds a profile per batch size ----------------
@@ -115,22 +115,24 @@ def _images_of(batch: Any) -> np.ndarray:
 
 
 def eval_images(data: Any, imgsz: int, batch: int, out_dir: Path) -> tuple[Path, dict[str, int]]:
-    """All eval images as one .npy (uint8 when exact, else float32) + {image key: row}.
-    Parallel jobs of a sweep need the same entry: the first writes it under the entry's lock,
-    the others wait and read it."""
-    path, meta = out_dir / "images.npy", out_dir / "index.json"
-    if path.exists() and meta.exists():
-        return path, json.loads(meta.read_text())
-    with locked(out_dir):
-        if path.exists() and meta.exists():
-            return path, json.loads(meta.read_text())
-        return _write_eval_images(data, imgsz, batch, out_dir)
+    """All eval images as one .npy (uint8 when exact, else float32) + {image key: row}, in the
+    cache entry ``out_dir`` (:mod:`qexp.cache`: parallel jobs of a sweep write it once)."""
+    path, meta = out_dir / _EVAL_IMAGES, out_dir / _EVAL_INDEX
+
+    def build(tmp: Path) -> list[str]:
+        _write_eval_images(data, imgsz, batch, tmp)
+        return [_EVAL_IMAGES, _EVAL_INDEX]
+
+    cache.cached(out_dir, build, {"kind": "trt_eval_images"}, _adopt_v1(_EVAL_IMAGES, _EVAL_INDEX))
+    return path, json.loads(meta.read_text())
 
 
-def _write_eval_images(
-    data: Any, imgsz: int, batch: int, out_dir: Path
-) -> tuple[Path, dict[str, int]]:
-    path, meta = out_dir / "images.npy", out_dir / "index.json"
+def _adopt_v1(*names: str) -> cache.Adopt:
+    """Entries staged before the shared cache protocol: whole when its last file is there."""
+    return lambda entry: {} if all((entry / n).is_file() for n in names) else None
+
+
+def _write_eval_images(data: Any, imgsz: int, batch: int, out_dir: Path) -> None:
     # uint8 keeps 206 COCO images at 640 in 250 MB instead of 1 GB, and is exact for the
     # letterboxed 0..255 pixels / 255 our preprocessing produces; anything else stays float32
     chunks: list[np.ndarray] = []
@@ -147,33 +149,29 @@ def _write_eval_images(
             chunks = [c.astype(np.float32) / np.float32(255.0) for c in chunks]
         chunks.append(np.rint(im * 255.0).astype(np.uint8) if exact else im)
     stored = np.concatenate(chunks) if chunks else np.zeros((0, 3, imgsz, imgsz), np.uint8)
-    tmp = out_dir / f".images.{os.getpid()}.tmp.npy"
-    np.save(tmp, stored)
-    tmp.replace(path)
-    tmpm = out_dir / f".index.{os.getpid()}.tmp"
-    tmpm.write_text(json.dumps(index))
-    tmpm.replace(meta)
-    return path, index
+    np.save(out_dir / _EVAL_IMAGES, stored)
+    (out_dir / _EVAL_INDEX).write_text(json.dumps(index))
 
 
 def calib_images(data: Any, imgsz: int, num: int, out_dir: Path, chunk: int = 16) -> Path:
-    """Calibration images as .npy chunks (B, 3, S, S) for TensorRT's calibrators."""
-    done = out_dir / "done"
-    if done.exists():
-        return out_dir
-    with locked(out_dir):  # trt_builtin jobs of a sweep share these images
-        if not done.exists():
-            _write_calib_images(data, imgsz, num, out_dir, chunk)
+    """Calibration images as .npy chunks (B, 3, S, S) for TensorRT's calibrators, in the cache
+    entry ``out_dir`` (trt_builtin jobs of a sweep share these images)."""
+
+    def build(tmp: Path) -> list[str]:
+        return _write_calib_images(data, imgsz, num, tmp, chunk)
+
+    cache.cached(out_dir, build, {"kind": "trt_calib_images"}, _adopt_v1("done"))
     return out_dir
 
 
-def _write_calib_images(data: Any, imgsz: int, num: int, out_dir: Path, chunk: int) -> None:
-    done = out_dir / "done"
+def _write_calib_images(data: Any, imgsz: int, num: int, out_dir: Path, chunk: int) -> list[str]:
     images = np.concatenate([np.asarray(x, np.float32) for x in data.calibration(imgsz, num)])
     stored = np.rint(images * 255.0).astype(np.uint8) if _exact_uint8(images) else images
+    names = []
     for i in range(0, len(stored), chunk):
-        np.save(out_dir / f"calib_{i // chunk:04d}.npy", stored[i : i + chunk])
-    done.write_text(str(len(stored)))
+        names.append(f"calib_{i // chunk:04d}.npy")
+        np.save(out_dir / names[-1], stored[i : i + chunk])
+    return names
 
 
 # -- scoring: the engine's raw outputs through the shared decode + COCO eval -----------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -19,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from qexp import cache
 from qexp.device import ieee_fp32
 from qexp.quant.histogram import HistAccumulator, HistStats, pack, unpack
 
 log = logging.getLogger("qexp")
 CACHE_VERSION = 1
-_MANIFEST = "manifest.json"
 _ARRAYS = "stats.npz"
 
 
@@ -83,45 +82,37 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_stats(directory: Path, stats: dict[str, HistStats], meta: dict) -> None:
-    """Write arrays, then the manifest naming their hash (the manifest marks a complete entry)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{_ARRAYS}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **pack(stats))  # type: ignore[arg-type]
-    os.replace(tmp, directory / _ARRAYS)
-    manifest = {
-        "version": CACHE_VERSION,
-        "names": list(stats),
-        "sha256": _sha(directory / _ARRAYS),
-        **meta,
-    }
-    tmpm = directory / f".{_MANIFEST}.{os.getpid()}.tmp"
-    tmpm.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmpm, directory / _MANIFEST)
+def _adopt_v1(entry: Path) -> dict | None:
+    """An entry of qexp before the shared cache protocol: its own manifest.json (version,
+    layer names, sha256 of stats.npz), written last. Whole: its meta; else None."""
+    try:
+        old = json.loads((entry / cache.MANIFEST).read_text())
+        arrays = entry / _ARRAYS
+        if old.get("version") != CACHE_VERSION or not arrays.is_file():
+            return None
+        if cache.file_hash(arrays) != old["sha256"]:
+            return None
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return {k: v for k, v in old.items() if k != "sha256"}
 
 
 def load_stats(directory: Path, layers: Sequence[str]) -> dict[str, HistStats] | None:
-    """The cached stats, or None when the entry is missing, partial, corrupt or for other
-    layers (the caller then recalibrates and overwrites it)."""
-    mpath, apath = directory / _MANIFEST, directory / _ARRAYS
-    if not mpath.exists():
+    """The stats of a whole entry for exactly ``layers``, else None (missing, partial or
+    corrupt: :func:`qexp.cache.problem` says which; or calibrated for other layers)."""
+    why = cache.problem(directory)
+    if why:
+        log.debug("calibration cache %s: %s", directory, why)
+        return None
+    meta = cache.meta(directory)
+    if meta.get("version") != CACHE_VERSION or meta.get("names") != list(layers):
+        log.warning("calibration cache %s is for other layers", directory)
         return None
     try:
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("version") != CACHE_VERSION or manifest["names"] != list(layers):
-            log.warning("calibration cache %s is for other layers; recalibrating", directory)
-            return None
-        if not apath.exists() or _sha(apath) != manifest["sha256"]:
-            log.warning("calibration cache %s is corrupt or partial; recalibrating", directory)
-            return None
-        with np.load(apath) as z:
-            return unpack(manifest["names"], {k: z[k] for k in z.files})
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        log.warning("calibration cache %s unreadable (%s); recalibrating", directory, e)
+        with np.load(Path(directory) / _ARRAYS) as z:
+            return unpack(meta["names"], {k: z[k] for k in z.files})
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("calibration cache %s unreadable (%s)", directory, e)
         return None
 
 
@@ -134,22 +125,34 @@ def cached_stats(
     track: Callable | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[dict[str, HistStats], bool]:
-    """(stats, hit): load from ``directory`` or calibrate on ``device`` and store there."""
-    stats = load_stats(directory, layers)
-    if stats is not None:
-        return stats, True
-    t = time.perf_counter()
-    imgs = list(images())
-    stats = collect_stats(model, layers, imgs, bins, track, device)
-    meta = {"images": len(imgs), "bins": bins, "seconds": time.perf_counter() - t}
-    save_stats(directory, stats, {**meta, "device": str(device)})
-    return stats, False
+    """(stats, hit): the entry ``directory`` (the shared cache protocol: checked, locked,
+    atomic; parallel jobs calibrate once), or calibrate on ``device`` and store it there."""
+    built: dict[str, dict[str, HistStats]] = {}
+    meta: dict = {"version": CACHE_VERSION, "names": list(layers), "bins": bins}
+
+    def build(tmp: Path) -> list[str]:
+        t = time.perf_counter()
+        imgs = list(images())
+        stats = collect_stats(model, layers, imgs, bins, track, device)
+        np.savez(tmp / _ARRAYS, **pack(stats))  # type: ignore[arg-type]
+        meta.update(images=len(imgs), seconds=time.perf_counter() - t, device=str(device))
+        built["stats"] = stats
+        return [_ARRAYS]
+
+    cache.cached(directory, build, meta, adopt=_adopt_v1)
+    if "stats" not in built:
+        stats = load_stats(directory, layers)
+        if stats is not None:
+            return stats, True
+        cache.rebuild(directory, "statistics of other layers, or unreadable")
+        cache.cached(directory, build, meta)
+    return built["stats"], False
 
 
 def stats_device(directory: Path) -> str:
     """The device whose pass produced the cached entry in ``directory`` ("unknown" before the
     manifest recorded it)."""
     try:
-        return str(json.loads((directory / _MANIFEST).read_text()).get("device", "unknown"))
+        return str(cache.meta(directory).get("device", "unknown"))
     except (OSError, ValueError):
         return "unknown"

@@ -1,6 +1,10 @@
-"""Trained quantized weights cached on disk (AdaRound roundings, QAT fine-tunes), so the jobs
-of a sweep that differ only in backend train once. An entry is a tensor file plus a JSON
-written last: a directory without the JSON is incomplete and is recomputed."""
+"""Trained quantized weights cached on disk (AdaRound roundings, QAT fine-tunes, ModelOpt and
+MQBench ranges), so the jobs of a sweep that differ only in backend train once.
+
+An entry is a tensor file plus a JSON, kept by the shared cache protocol (:mod:`qexp.cache`):
+:func:`load` claims the entry, so parallel jobs that miss it wait for the one that trains, and
+:func:`save` commits it (staged files moved in, the sha256 manifest last). Other files the
+caller wrote into the entry between the two calls (MQBench's clip JSON) are part of it."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from qexp import cache
 from qexp.quant.calibrate import weights_hash
 
 log = logging.getLogger("qexp")
@@ -46,27 +51,32 @@ def key(
     )  # fmt: skip
 
 
+def _adopt(names: tuple[str, str]) -> cache.Adopt:
+    """Entries of qexp before the shared protocol: both files present (the JSON came last)."""
+    return lambda entry: {} if all((entry / n).is_file() for n in names) else None
+
+
 def save(
     directory: Path, state: dict[str, torch.Tensor], meta: dict, names=(_STATE, _META)
 ) -> None:
+    """Commit the entry :func:`load` claimed: the tensors and ``meta``, then the manifest."""
     directory, (sname, mname) = Path(directory), names
-    tmp = directory / f"{sname}.tmp"
-    torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-    tmp.replace(directory / sname)
-    tmpm = directory / f"{mname}.tmp"
-    tmpm.write_text(json.dumps(meta, indent=1))
-    tmpm.replace(directory / mname)
+    tmp = cache.staging(directory)
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp / sname)
+    (tmp / mname).write_text(json.dumps(meta, indent=1))
+    cache.commit(directory, tmp, [sname, mname], {"kind": "model"})
 
 
 def load(directory: Path, names=(_STATE, _META)) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """(state, meta), or None when the entry is missing, incomplete or unreadable."""
+    """(state, meta) of a whole entry; None when it must be (re)computed: then this process
+    holds the entry until :func:`save` (or the job's end), and parallel jobs wait for it."""
     directory, (sname, mname) = Path(directory), names
-    if not (directory / mname).exists() or not (directory / sname).exists():
+    if not cache.claim(directory, _adopt(names)):
         return None
     try:
         meta = json.loads((directory / mname).read_text())
         state = torch.load(directory / sname, map_location="cpu", weights_only=True)
         return state, meta
     except (OSError, RuntimeError, ValueError) as e:
-        log.warning("model cache %s unreadable (%s); recomputing", directory, e)
+        cache.rebuild(directory, f"unreadable: {e}")
         return None

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from qexp import cache
 from qexp.device import ieee_fp32
 from qexp.interfaces import Detector, EvalData
 from qexp.job import Job
@@ -38,6 +40,7 @@ from qexp.quant.placement import QuantPlan
 log = logging.getLogger("qexp")
 METRICS = ("map", "mse", "cosine", "sqnr")
 MODES = ("single", "all_but_one")
+_RESULT = "sensitivity.json"  # the analysis; its CSV, summary and plot beside it
 CACHE_VERSION = 2  # 2: output metrics on channel-standardised outputs
 
 
@@ -230,10 +233,16 @@ def ignore_settings(cfg) -> tuple[int, str, str, int]:
     return k, metric, mode, images
 
 
+def _adopt_v1(entry: Path) -> dict | None:
+    """Entries of qexp before the shared cache protocol: whole when sensitivity.json (written
+    last) is there."""
+    return {} if (entry / _RESULT).is_file() else None
+
+
 def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -> tuple[dict, str]:
     """The analysis for this job's model, data and quantization settings (computed once)."""
     from qexp.quant.ptq import calibrate, prepare_model, quant_device, set_ranges
-    from qexp.quant.sensitivity_report import write_artifacts
+    from qexp.quant.sensitivity_report import ARTIFACTS, write_artifacts
 
     cfg = job.cfg
     q, imgsz = cfg.quantizer, int(cfg.model.imgsz)
@@ -249,30 +258,36 @@ def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -
         OmegaConf.to_container(cfg.observer, resolve=True),
     )  # fmt: skip
     directory = job.cache("sensitivity", *key)
-    path = directory / "sensitivity.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text()), str(directory)
-        except (OSError, ValueError) as e:
-            log.warning("sensitivity cache %s unreadable (%s); recomputing", path, e)
-    num = OmegaConf.select(cfg, "data.calib.num")
-    stats, _, _ = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
-    set_ranges(qmodel, plan, stats, cfg.observer)
-    samples = list(data.calibration_samples(imgsz, images))  # type: ignore[attr-defined]
-    t = time.perf_counter()
-    device = quant_device(job)
-    # float32 as on the CPU (no TF32): the scores rank layers, and the cache serves any device
-    with ieee_fp32():
-        result = analyze(
-            fmodel.to(device), qmodel.to(device), plan, samples, detector, imgsz, MODES, job.track
-        )
-    result["seconds"] = time.perf_counter() - t
-    result["device"] = str(device)
-    write_artifacts(result, directory)
-    tmp = directory / "sensitivity.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)  # last: its presence marks a complete entry
-    return result, str(directory)
+    built: dict[str, dict] = {}
+
+    def build(tmp: Path) -> list[str]:
+        num = OmegaConf.select(cfg, "data.calib.num")
+        stats, _, _ = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
+        set_ranges(qmodel, plan, stats, cfg.observer)
+        samples = list(data.calibration_samples(imgsz, images))  # type: ignore[attr-defined]
+        t = time.perf_counter()
+        device = quant_device(job)
+        # float32 as on the CPU (no TF32): the scores rank layers, and the cache serves any
+        # device
+        with ieee_fp32():
+            f, q = fmodel.to(device), qmodel.to(device)
+            result = analyze(f, q, plan, samples, detector, imgsz, MODES, job.track)
+        result["seconds"] = time.perf_counter() - t
+        result["device"] = str(device)
+        write_artifacts(result, tmp)
+        (tmp / _RESULT).write_text(json.dumps(result, indent=1))
+        built["result"] = result
+        return [_RESULT, *ARTIFACTS.values()]
+
+    cache.cached(directory, build, {"kind": "sensitivity"}, _adopt_v1)
+    if "result" in built:
+        return built["result"], str(directory)
+    try:
+        return json.loads((directory / _RESULT).read_text()), str(directory)
+    except (OSError, ValueError) as e:
+        cache.rebuild(directory, f"unreadable {_RESULT}: {e}")
+        cache.cached(directory, build, {"kind": "sensitivity"})
+        return built["result"], str(directory)
 
 
 def ignore_patterns(job: Job, detector: Detector, data: EvalData) -> list[str]:

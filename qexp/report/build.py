@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from qexp.cache import file_hash
 from qexp.report import columns as C
 from qexp.report import paper as P
 from qexp.report import plots
@@ -201,7 +201,7 @@ def _sensitivity(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]
         path = next((p for a in SENSITIVITY_ARTIFACTS if (p := artifact_path(row, a))), None)
         if path is None:
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_hash(path)
         if digest in seen:  # the jobs of a top-k sweep share one analysis
             continue
         seen.add(digest)

@@ -10,7 +10,6 @@ job's own start and end times, so the UI's durations are the jobs' real ones.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from qexp.cache import file_lock
 from qexp.config.schema import AXES
 from qexp.record import FAILED, FINISHED, RECORD_FILE, SKIPPED, Record
 from qexp.registry import TRACKERS
@@ -71,17 +71,6 @@ def run_name(record: Record) -> str:
     return " ".join(parts) or record.job_name or record.record_id[:8]
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class MlflowSink:
     """Write records into one tracking URI (sqlite file or ``mlflow server``)."""
 
@@ -105,7 +94,7 @@ class MlflowSink:
                 else Path.home() / ".cache" / "qexp"
             )
         )
-        return _file_lock(Path(base) / f".qexp-{name}.lock")
+        return file_lock(Path(base) / f".qexp-{name}.lock")
 
     def _artifact_location(self, name: str) -> str | None:
         """Artifacts beside a sqlite store (not ./mlruns of whatever the cwd is); a server
