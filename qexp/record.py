@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,34 @@ RECORD_VERSION = 1
 
 FINISHED, FAILED, SKIPPED, RUNNING = "FINISHED", "FAILED", "SKIPPED", "RUNNING"
 STATUSES = (FINISHED, FAILED, SKIPPED, RUNNING)
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """The job a SKIPPED job repeats (same config hash): ``job_dir`` had measured it
+    (``status`` FINISHED) or was measuring it (RUNNING) when this one was decided."""
+
+    job_dir: str
+    status: str
+    unread: tuple[str, ...] = ()  # axes this job's quantizer does not read, where the two differ
+
+
+# The runner's SKIPPED reasons before records carried ``equivalent_to`` (read back once, here).
+_EQUIVALENT_REASONS = (
+    (FINISHED, re.compile(r"equivalent to the FINISHED job in (.+?): \S+ does not use (.+)$")),
+    (RUNNING, re.compile(r"equivalent to the job running now in (.+?) \(same config hash\)")),
+)
+
+
+def equivalent_from_reason(reason: str | None) -> Equivalent | None:
+    """The :class:`Equivalent` an older record's SKIPPED reason names, else None."""
+    first = first_line(reason)
+    for status, pattern in _EQUIVALENT_REASONS:
+        m = pattern.match(first)
+        if m:
+            unread = tuple(a.strip() for a in m.group(2).split(",")) if m.lastindex == 2 else ()
+            return Equivalent(m.group(1), status, unread)
+    return None
 
 
 @dataclass(frozen=True)
@@ -30,6 +59,7 @@ class Record:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to job_dir
     info: dict[str, Any] = field(default_factory=dict)  # quantized/ignored layers, alignment...
     reason: str | None = None  # why SKIPPED
+    equivalent_to: Equivalent | None = None  # SKIPPED as a repeat of that job
     error: str | None = None  # why FAILED (exception + traceback tail)
     sweep_id: str | None = None
     job_name: str = ""
@@ -61,6 +91,12 @@ class Record:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown record fields: {sorted(unknown)}")
+        d = dict(d)
+        eq = d.get("equivalent_to")
+        if isinstance(eq, dict):
+            d["equivalent_to"] = Equivalent(**{**eq, "unread": tuple(eq.get("unread") or ())})
+        elif eq is None and d.get("status") == SKIPPED:  # written before the field existed
+            d["equivalent_to"] = equivalent_from_reason(d.get("reason"))
         return cls(**d)
 
     @classmethod
@@ -69,6 +105,11 @@ class Record:
 
     def write(self, job_dir: Path) -> Path:
         return atomic_write_text(Path(job_dir) / RECORD_FILE, self.to_json())
+
+
+def first_line(text: str | None) -> str:
+    """The first line of a reason or error (what a table cell or a run tag shows)."""
+    return (text or "").strip().split("\n")[0]
 
 
 def read_record(path: Path) -> Record:

@@ -26,7 +26,16 @@ from qexp.config.schema import AXES
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
 from qexp.job import Job, content_hash
-from qexp.record import FAILED, FINISHED, RUNNING, SKIPPED, Record, atomic_write_text, read_record
+from qexp.record import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    SKIPPED,
+    Equivalent,
+    Record,
+    atomic_write_text,
+    read_record,
+)
 from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
 from qexp.summary import headline
 from qexp.threads import job_threads, torch_threads
@@ -187,7 +196,10 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
             f"equivalent to the job running now in {running} (same config hash); "
             "re-run the sweep to resume it if that one fails"
         )
-        return _finish(cfg, base.replace(status=SKIPPED, reason=why), job_dir, t0)
+        twin = Equivalent(str(running), RUNNING)
+        return _finish(
+            cfg, base.replace(status=SKIPPED, reason=why, equivalent_to=twin), job_dir, t0
+        )
     try:
         return _claimed(cfg, spec, base, index, job_dir, t0)
     finally:
@@ -225,7 +237,10 @@ def _claimed(
                 f"equivalent to the FINISHED job in {done.job_dir}: quantizer="
                 f"{cfg.quantizer.name} does not use {', '.join(unread)}"
             )
-            return _finish(cfg, base.replace(status=SKIPPED, reason=why), job_dir, t0)
+            twin = Equivalent(done.job_dir, FINISHED, tuple(unread))
+            return _finish(
+                cfg, base.replace(status=SKIPPED, reason=why, equivalent_to=twin), job_dir, t0
+            )
 
     base.write(job_dir)  # RUNNING: a job killed from outside leaves this behind
     job = Job(cfg=cfg, dir=job_dir, cache_dir=Path(cfg.paths.cache_dir).resolve())

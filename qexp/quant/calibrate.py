@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from qexp import cache
@@ -25,6 +27,10 @@ from qexp.quant.histogram import HistAccumulator, HistStats, pack, unpack
 log = logging.getLogger("qexp")
 CACHE_VERSION = 1
 _ARRAYS = "stats.npz"
+# the job artifact of the calibration pass: what `qexp report --calib-tensor` plots
+HISTOGRAMS = "calibration"
+HISTOGRAMS_FILE = "calibration.json"
+HISTOGRAMS_VERSION = 1
 
 
 def batched(images: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -156,3 +162,49 @@ def stats_device(directory: Path) -> str:
         return str(cache.meta(directory).get("device", "unknown"))
     except (OSError, ValueError):
         return "unknown"
+
+
+def observer_clips(st: HistStats, ocfg: Any, bits: int = 8) -> dict[str, float]:
+    """amax of every registered activation observer on these statistics, with the settings
+    ``ocfg`` (the job's observer config); observers that cannot read them are left out."""
+    from qexp.registry import OBSERVERS
+
+    clips = {}
+    for entry in OBSERVERS:
+        try:
+            clips[entry.name] = float(entry.obj().act_amax(st, ocfg, bits))
+        except Exception as e:  # noqa: BLE001 - a weight-only or third-party observer
+            log.debug("observer %s gives no activation clip here: %s", entry.name, e)
+    return clips
+
+
+def write_histograms(job: Any, stats: dict[str, HistStats]) -> Path:
+    """The job artifact ``calibration``: every layer input's |x| histogram from the
+    calibration pass and the clip each activation observer picks from it (at
+    ``quantizer.a_bits``, with this job's observer settings). Reports read this file, never
+    the calibration cache or the observers."""
+    ocfg = job.cfg.observer
+    bits = int(OmegaConf.select(job.cfg, "quantizer.a_bits", default=8) or 8)
+    tensors = {}
+    for name, st in stats.items():
+        hist = st.hist.astype(np.int64) if np.all(st.hist == np.rint(st.hist)) else st.hist
+        nz = np.flatnonzero(hist)
+        tensors[name] = {
+            "bins": st.bins,
+            "range": st.range,
+            "min": st.min,
+            "max": st.max,
+            "count": st.count,
+            "hist": hist[: nz[-1] + 1 if nz.size else 0].tolist(),  # trailing empty bins cut
+            "clips": observer_clips(st, ocfg, bits),
+        }
+    doc = {
+        "version": HISTOGRAMS_VERSION,
+        "bits": bits,
+        "observer": OmegaConf.to_container(ocfg, resolve=True),
+        "tensors": tensors,
+    }
+    path = job.path(HISTOGRAMS_FILE)
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+    job.add_artifact(HISTOGRAMS, path)
+    return path

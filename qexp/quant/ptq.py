@@ -27,7 +27,13 @@ from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.models.onnx_fold import fold_static_shapes
 from qexp.quant import observers
-from qexp.quant.calibrate import CACHE_VERSION, cached_stats, stats_device, weights_hash
+from qexp.quant.calibrate import (
+    CACHE_VERSION,
+    cached_stats,
+    stats_device,
+    weights_hash,
+    write_histograms,
+)
 from qexp.quant.export import ExportError, count_qdq, write_dynamic_range
 from qexp.quant.fakequant import ActQuantizer, quant_layers
 from qexp.quant.fold import fold_batchnorm
@@ -106,6 +112,7 @@ def calibrate(
         device=device,
     )
     job.info["calib_device"] = stats_device(directory) if hit else str(device)
+    write_histograms(job, stats)  # the report's calibration plot reads this artifact
     return stats, time.perf_counter() - t, hit
 
 

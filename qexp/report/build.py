@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from qexp.cache import file_hash
+from qexp.record import RECORD_FILE
 from qexp.report import columns as C
 from qexp.report import paper as P
 from qexp.report import plots
@@ -187,8 +188,9 @@ def load_sensitivity(path: Path, metric: str = "mse", mode: str = "") -> tuple[d
 
 def _topk_settings(row: pd.Series) -> dict:
     """The job's info.sensitivity_topk (metric, mode, k), read from its record when present."""
+    path = artifact_path(row, RECORD_FILE)
     try:
-        rec = json.loads((Path(str(row["job_dir"])) / "result.json").read_text())
+        rec = json.loads(path.read_text()) if path else {}
         return dict((rec.get("info") or {}).get("sensitivity_topk") or {})
     except (OSError, ValueError, KeyError, TypeError):
         return {}

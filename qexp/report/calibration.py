@@ -1,75 +1,51 @@
-"""Calibration statistics of one tensor from a job's cache, and the clip each observer picks.
+"""One tensor's calibration histogram and the clip each observer picks, from a job's artifact.
 
-A PTQ job's calibration pass is cached under ``<paths.cache_dir>/calib/<hash>/`` (one entry
-serves every observer). The report finds the entry holding the tensor and, when several do
-(two models with the same layer names), keeps the one whose statistics reproduce the amax the
-job recorded for it (``info.act_amax``).
+A calibrating quantizer (ptq, adaround, qat) writes the artifact ``calibration``
+(``calibration.json``: every layer input's |x| histogram and each activation observer's clip,
+computed at run time with the job's observer settings; :func:`qexp.quant.calibrate.
+write_histograms`). The report only reads it: no calibration cache, no observer code, so it
+works as well on records ingested from another machine. Jobs recorded before the artifact
+existed have none; run them again to get the plot.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from qexp.quant.calibrate import load_stats
-from qexp.quant.histogram import HistStats
-from qexp.registry import OBSERVERS
+from qexp.report.load import artifact_path
 
-ACT_OBSERVERS = ("minmax", "percentile", "mse", "entropy", "histogram")
+ARTIFACT = "calibration"  # the record's artifact name (file calibration.json)
+FILE = "calibration.json"
 
 
-def _job_files(job_dir: Path) -> tuple[dict[str, Any], Any]:
-    rec = json.loads((job_dir / "result.json").read_text())
-    cfg = OmegaConf.load(job_dir / "config.yaml")
-    return rec, cfg
+@dataclass(frozen=True)
+class TensorHistogram:
+    """One tensor's |x| histogram over ``[0, range]`` in equal bins."""
+
+    hist: np.ndarray
+    edges: np.ndarray
+    amax: float  # max |x| seen
 
 
-def observer_clips(st: HistStats, ocfg: Any, bits: int = 8) -> dict[str, float]:
-    """amax of every activation observer on these statistics (the job's observer settings)."""
-    import qexp.quant  # noqa: F401 - registers the observers
-
-    return {name: float(OBSERVERS.get(name)().act_amax(st, ocfg, bits)) for name in ACT_OBSERVERS}
-
-
-def _candidates(cache_dir: Path, tensor: str) -> list[tuple[Path, list[str]]]:
-    out = []
-    for manifest in sorted((cache_dir / "calib").glob("*/manifest.json")):
-        try:
-            names = json.loads(manifest.read_text())["names"]
-        except (OSError, ValueError, KeyError):
-            continue
-        matches = [n for n in names if n == tensor] or [n for n in names if tensor in n]
-        if matches:
-            out.append((manifest.parent, names))
-    return out
-
-
-def tensor_clips(row: pd.Series, tensor: str) -> tuple[HistStats, dict[str, float], str] | None:
-    """(stats, {observer: amax}, layer name) for ``tensor`` as calibrated for this job."""
-    if not row.get("job_dir"):
+def tensor_clips(
+    row: pd.Series, tensor: str
+) -> tuple[TensorHistogram, dict[str, float], str] | None:
+    """(histogram, {observer: amax}, layer name) for ``tensor`` (a layer name, or a part of
+    one) as this job calibrated it; None when the job wrote no calibration artifact."""
+    path = artifact_path(row, ARTIFACT) or artifact_path(row, FILE)
+    if path is None:
         return None
-    job_dir = Path(str(row["job_dir"]))
-    if not (job_dir / "result.json").exists() or not (job_dir / "config.yaml").exists():
+    tensors = json.loads(path.read_text()).get("tensors") or {}
+    name = tensor if tensor in tensors else next((n for n in tensors if tensor in n), None)
+    if name is None:
         return None
-    rec, cfg = _job_files(job_dir)
-    recorded = (rec.get("info") or {}).get("act_amax") or {}
-    if not recorded:
-        return None  # not a job that calibrated (fp32/fp16 baselines)
-    cache_dir = Path(str(OmegaConf.select(cfg, "paths.cache_dir", default="outputs/cache")))
-    bits = int(OmegaConf.select(cfg, "quantizer.a_bits", default=8))
-    act = str(OmegaConf.select(cfg, "observer.act", default="minmax"))
-    for directory, names in _candidates(cache_dir, tensor):
-        name = tensor if tensor in names else next(n for n in names if tensor in n)
-        stats = load_stats(directory, names)
-        if stats is None or name not in stats:
-            continue
-        clips = observer_clips(stats[name], cfg.observer, bits)
-        want = recorded.get(name)
-        if want is None or math.isclose(clips[act], float(want), rel_tol=1e-4, abs_tol=1e-5):
-            return stats[name], clips, name
-    return None
+    t = tensors[name]
+    hist = np.zeros(int(t["bins"]), dtype=np.float64)
+    hist[: len(t["hist"])] = t["hist"]
+    edges = np.linspace(0.0, float(t["range"]), int(t["bins"]) + 1)
+    amax = max(abs(float(t["min"])), abs(float(t["max"]))) if t["count"] else 0.0
+    return TensorHistogram(hist, edges, amax), dict(t["clips"]), name

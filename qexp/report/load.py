@@ -1,9 +1,13 @@
 """Runs of a sweep as one pandas DataFrame, from MLflow or from records on disk.
 
 Both sources give the same columns: one per axis (the choice), ``status``, ``reason``,
+``equivalent_to`` (the job a SKIPPED one repeats, :class:`qexp.record.Equivalent`),
 ``precision``, bookkeeping (config hash, record id, sweep id, job dir, start time, run name,
-when its sweep ran), ``artifacts`` (name -> path relative to the job dir) and one column per
-metric.
+when its sweep ran), ``artifacts`` (name -> path relative to the job dir), where this machine
+has the job's files (``record_dir``: beside the result.json read, or the MLflow run's local
+artifact dir; ``tracking_uri`` + ``run_id``: a run whose artifacts are downloaded on demand)
+and one column per metric. :func:`artifact_path` finds a job's file in all those places, so
+records ingested from another machine (whose ``job_dir`` is a path over there) keep theirs.
 
 A job a sweep resumed keeps the start time of its measurement, so the sweeps are ordered by
 when they ran (``sweep_started``: the sweep's parent run in MLflow; on disk, its first job,
@@ -12,18 +16,33 @@ a resumed one counted when its record was written), not by their jobs' start tim
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
 from qexp.config.schema import AXES
-from qexp.record import find_records, read_record
+from qexp.record import (
+    RECORD_FILE,
+    SKIPPED,
+    Equivalent,
+    equivalent_from_reason,
+    find_records,
+    first_line,
+    read_record,
+)
+
+log = logging.getLogger("qexp")
 
 STATUS = "status"
 BOOKKEEPING = (
     STATUS,
     "reason",
+    "equivalent_to",
     "precision",
     "config_hash",
     "record_id",
@@ -35,17 +54,15 @@ BOOKKEEPING = (
     "run_name",
     "run_id",
     "artifacts",
+    "record_dir",
+    "tracking_uri",
     "params",
 )
 
 
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().split("\n")[0]
-
-
 def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = False) -> pd.DataFrame:
     """One row per result.json under ``root`` (axis choices, status, metrics)."""
-    from qexp.tracking.mlflow_sink import _flat_params, run_name
+    from qexp.tracking.mlflow_sink import flat_params, run_name
 
     rows = []
     for p in find_records(root):
@@ -57,7 +74,8 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
             {
                 **{a: r.choices.get(a) for a in AXES},
                 STATUS: r.status,
-                "reason": r.reason or _first_line(r.error),
+                "reason": r.reason or first_line(r.error),
+                "equivalent_to": r.equivalent_to,
                 "precision": r.info.get("precision")
                 or (r.config.get("quantizer") or {}).get("precision"),
                 "config_hash": r.config_hash,
@@ -69,7 +87,9 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
                 "sweep_started": seen,
                 "run_name": run_name(r),
                 "artifacts": dict(r.artifacts),
-                "params": {k: str(v) for k, v in _flat_params(r.config).items()},
+                "record_dir": str(p.parent),
+                "tracking_uri": None,
+                "params": {k: str(v) for k, v in flat_params(r.config).items()},
                 **r.metrics,
             }
         )
@@ -117,43 +137,70 @@ def from_mlflow(
             [exp.experiment_id], filter_string="tags.`qexp.kind` = 'sweep'", max_results=10000
         )
     }
+    from qexp.tracking.mlflow_sink import TAG_EQUIVALENT, TAG_REASON
+
     rows = []
     for run in runs:
         t, params = run.data.tags, run.data.params
         started = pd.Timestamp(run.info.start_time, unit="ms", tz="UTC")
         sweep_start = sweeps.get(t.get("qexp.sweep_id"))
-        rows.append(
-            {
-                **{a: params.get(a) for a in AXES},
-                STATUS: t.get("qexp.status"),
-                "reason": t.get("qexp.reason") or _first_line(t.get("qexp.error")),
-                "precision": params.get("quantizer.precision"),
-                "config_hash": t.get("qexp.config_hash"),
-                "record_id": t.get("qexp.record_id"),
-                "experiment": experiment,
-                "sweep_id": t.get("qexp.sweep_id"),
-                "job_dir": t.get("qexp.job_dir"),
-                "started_at": started.isoformat(),
-                "sweep_started": (
-                    pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
-                ).isoformat(),
-                "run_name": run.info.run_name,
-                "run_id": run.info.run_id,
-                "artifacts": _artifacts_of(t.get("qexp.job_dir")),
-                "params": {k: v for k, v in params.items() if "." in k},
-                **run.data.metrics,
-            }
-        )
+        reason = t.get(TAG_REASON) or first_line(t.get("qexp.error"))
+        row = {
+            **{a: params.get(a) for a in AXES},
+            STATUS: t.get("qexp.status"),
+            "reason": reason,
+            "equivalent_to": _equivalent(t.get(TAG_EQUIVALENT), t.get("qexp.status"), reason),
+            "precision": params.get("quantizer.precision"),
+            "config_hash": t.get("qexp.config_hash"),
+            "record_id": t.get("qexp.record_id"),
+            "experiment": experiment,
+            "sweep_id": t.get("qexp.sweep_id"),
+            "job_dir": t.get("qexp.job_dir"),
+            "started_at": started.isoformat(),
+            "sweep_started": (
+                pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
+            ).isoformat(),
+            "run_name": run.info.run_name,
+            "run_id": run.info.run_id,
+            "artifacts": {},
+            "record_dir": _local_dir(run.info.artifact_uri),
+            "tracking_uri": uri,
+            "params": {k: v for k, v in params.items() if "." in k},
+            **run.data.metrics,
+        }
+        row["artifacts"] = _artifacts_of(row)
+        rows.append(row)
     return _select(pd.DataFrame(rows), sweep, latest_sweep)
 
 
-def _artifacts_of(job_dir: str | None) -> dict[str, str]:
-    """The record's artifact map, read from the job dir when this machine has it."""
-    if not job_dir:
-        return {}
-    p = Path(job_dir) / "result.json"
+def _equivalent(tag: str | None, status: str | None, reason: str | None) -> Equivalent | None:
+    """The run's ``equivalent_to`` (a JSON tag; runs logged before it: from the reason)."""
+    if status != SKIPPED:
+        return None
+    if tag:
+        try:
+            d = json.loads(tag)
+            return Equivalent(d["job_dir"], d["status"], tuple(d.get("unread") or ()))
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable equivalent_to tag %r", tag)
+    return equivalent_from_reason(reason)
+
+
+def _local_dir(artifact_uri: str | None) -> str | None:
+    """The run's artifact dir when it is on this machine (a ``file:`` URI), else None."""
+    if not artifact_uri:
+        return None
+    u = urlparse(artifact_uri)
+    if u.scheme in ("", "file") and Path(unquote(u.path)).is_dir():
+        return unquote(u.path)
+    return None
+
+
+def _artifacts_of(row: dict) -> dict[str, str]:
+    """The record's artifact map, from its result.json wherever this machine can read it."""
+    p = artifact_path(pd.Series(row), RECORD_FILE)
     try:
-        return dict(json.loads(p.read_text()).get("artifacts") or {})
+        return dict(json.loads(p.read_text()).get("artifacts") or {}) if p else {}
     except (OSError, ValueError):
         return {}
 
@@ -179,15 +226,52 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 
 def artifact_path(row: pd.Series, name: str) -> Path | None:
-    """A job's artifact on this machine (by record name, else by file name in the job dir)."""
-    if not row.get("job_dir"):
-        return None
-    job_dir = Path(str(row["job_dir"]))
+    """A job's file on this machine: a record artifact by name (``layers``), else a file of
+    the job dir by its name (``layers.json``, ``result.json``, ``config.yaml``). Looked up in
+    the job dir, then beside the record that was read (or in the MLflow run's local artifact
+    dir: ``qexp ingest`` copies them there), then downloaded from the run's artifact store."""
     arts = row.get("artifacts") or {}
     rel = arts.get(name) if isinstance(arts, dict) else None
-    candidates = [Path(rel) if Path(rel).is_absolute() else job_dir / rel] if rel else []
-    candidates.append(job_dir / name)
-    for c in candidates:
-        if c.exists():
-            return c
+    wanted = []
+    if rel and Path(rel).is_absolute():
+        wanted += [rel, f"artifacts/{Path(rel).name}"]  # the sink logs those under artifacts/
+    elif rel:
+        wanted += [rel, Path(rel).name]  # a job dir, or its files copied flat
+    wanted.append(name)
+    bases = [Path(str(row[k])) for k in ("job_dir", "record_dir") if _has(row, k)]
+    for base in bases:
+        for w in wanted:
+            c = Path(w) if Path(w).is_absolute() else base / w
+            if c.is_file():
+                return c
+    if _has(row, "tracking_uri") and _has(row, "run_id"):
+        for w in wanted:
+            if not Path(w).is_absolute():
+                got = _download(str(row["tracking_uri"]), str(row["run_id"]), w)
+                if got is not None:
+                    return got
     return None
+
+
+def _has(row: pd.Series, key: str) -> bool:
+    v = row.get(key)
+    return isinstance(v, str) and bool(v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _download(uri: str, run_id: str, path: str) -> Path | None:
+    """One artifact of a run whose store is not on this machine (an ``mlflow server``),
+    downloaded once per process into a temp dir; None when the run has no such file."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        folder = str(Path(path).parent).strip(".")
+        if path not in {f.path for f in client.list_artifacts(run_id, folder)}:
+            return None
+        dst = tempfile.mkdtemp(prefix="qexp-artifacts-")
+        return Path(client.download_artifacts(run_id, path, dst))
+    except (MlflowException, OSError) as e:
+        log.warning("cannot download artifact %s of run %s: %s", path, run_id, e)
+        return None

@@ -9,19 +9,18 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from qexp.record import FINISHED, RECORD_FILE, Equivalent
 from qexp.report import columns as C
+from qexp.report.load import artifact_path
 
 PASS, MISS, NOT_RUN = "pass", "MISS", "not run"
 PREFIX = "paper_"
-# the runner's reason for a job that would repeat a FINISHED one (an unread axis differs)
-_EQUIVALENT = re.compile(r"equivalent to the FINISHED job in (.+?): ")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -55,12 +54,11 @@ def load_paper(name: str) -> dict[str, Any]:
     return {str(k): v for k, v in paper.items()}
 
 
-def paper_from_job(job_dir: str | Path) -> dict[str, Any] | None:
-    """The paper node a job ran under (its config.yaml), or None."""
-    p = Path(job_dir) / "config.yaml"
-    if not p.exists():
+def paper_from_job(config: Path | None) -> dict[str, Any] | None:
+    """The paper node a job ran under (its ``config.yaml``), or None."""
+    if config is None or not config.exists():
         return None
-    cfg = OmegaConf.load(p)
+    cfg = OmegaConf.load(config)
     node = cfg.get("paper") if isinstance(cfg, DictConfig) else None
     paper = OmegaConf.to_container(node, resolve=True) if node else None
     return {str(k): v for k, v in paper.items()} if isinstance(paper, dict) else None
@@ -71,8 +69,8 @@ def paper_for(df: pd.DataFrame, experiment: str | None, name: str | None) -> dic
     conf/paper file when there is one), else by the experiment name ``paper_<NAME>``."""
     if name:
         return load_paper(name)
-    for job_dir in df.get("job_dir", pd.Series(dtype=str)).dropna():
-        found = paper_from_job(job_dir)
+    for _, row in df.iterrows():
+        found = paper_from_job(artifact_path(row, "config.yaml"))
         if found:
             # the reference numbers as they are now (corrected since?), else as the job had them
             name = str(found.get("name", ""))
@@ -152,17 +150,20 @@ def _matching(df: pd.DataFrame, row: dict[str, str]) -> pd.DataFrame:
 
 
 def _from_equivalent(df: pd.DataFrame, row: dict[str, str], metric: str) -> tuple[float, str]:
-    """A job SKIPPED as equivalent to a FINISHED one measured the same thing: use that."""
-    for reason in _matching(df, row)["reason"].dropna()[::-1]:
-        m = _EQUIVALENT.search(str(reason))
-        if not m:
+    """A job SKIPPED as equivalent to a FINISHED one measured the same thing: use that one's
+    row (or, when it is not loaded, its record on this machine)."""
+    for eq in _matching(df, row).get("equivalent_to", pd.Series(dtype=object)).dropna()[::-1]:
+        if not isinstance(eq, Equivalent) or eq.status != FINISHED:
             continue
+        twin = df[(df["job_dir"] == eq.job_dir) & (df["status"] == FINISHED)]
+        if len(twin) and metric in twin and pd.notna(twin[metric].iloc[-1]):
+            return float(twin[metric].iloc[-1]), f"from the equivalent job {eq.job_dir}"
         try:
-            rec = json.loads((Path(m.group(1)) / "result.json").read_text())
+            rec = json.loads((Path(eq.job_dir) / RECORD_FILE).read_text())
         except (OSError, ValueError):
             continue
         if metric in (rec.get("metrics") or {}):
-            return float(rec["metrics"][metric]), f"from the equivalent job {m.group(1)}"
+            return float(rec["metrics"][metric]), f"from the equivalent job {eq.job_dir}"
     return math.nan, ""
 
 

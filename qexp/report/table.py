@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from qexp.config.schema import AXES
+from qexp.record import FINISHED, SKIPPED, Equivalent
 from qexp.report import columns as C
 
 # Float baselines, and the axes they do not read (a quantizer's observer, calibrator, ignore).
@@ -227,16 +228,24 @@ def _with_knobs(df: pd.DataFrame, wanted: list[str] | None) -> pd.DataFrame:
 
 
 def _fold_equivalent(df: pd.DataFrame, key: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Drop rows SKIPPED as "equivalent to the FINISHED job in ..."; say so in one note each
-    reason (the fp32 row swept over four observers is one job, not four rows)."""
-    reason = df["reason"].fillna("").astype(str)
-    eq = (df["status"] == "SKIPPED") & reason.str.startswith("equivalent to the FINISHED job")
+    """Drop rows SKIPPED as repeats of a FINISHED job (their record's ``equivalent_to``); say
+    so in one note per unread-axes reason (the fp32 row swept over four observers is one job,
+    not four rows)."""
+    twin = df["equivalent_to"] if "equivalent_to" in df else pd.Series(None, index=df.index)
+    eq = (df["status"] == SKIPPED) & twin.map(
+        lambda e: isinstance(e, Equivalent) and e.status == FINISHED
+    )
     if not eq.any():
         return df, []
+    why = pd.Series(
+        [f"quantizer={q} does not use {', '.join(e.unread)}" for q, e in
+         zip(df.loc[eq, "quantizer"], twin[eq], strict=True)],
+        index=df.index[eq],
+    )  # fmt: skip
     notes = []
-    for why, rows in df[eq].groupby(reason[eq].str.split(": ", n=1).str[-1], sort=False):
+    for reason, rows in df[eq].groupby(why, sort=False):
         which = ", ".join(" ".join(str(r[k]) for k in key) for _, r in rows.iterrows())
-        notes.append(f"SKIPPED as the same job as a row above ({why}): {which}")
+        notes.append(f"SKIPPED as the same job as a row above ({reason}): {which}")
     return df[~eq], notes
 
 

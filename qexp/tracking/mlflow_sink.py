@@ -10,6 +10,8 @@ job's own start and end times, so the UI's durations are the jobs' real ones.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -19,7 +21,7 @@ from typing import Any
 
 from qexp.cache import file_lock
 from qexp.config.schema import AXES
-from qexp.record import FAILED, FINISHED, RECORD_FILE, SKIPPED, Record
+from qexp.record import FAILED, FINISHED, RECORD_FILE, SKIPPED, Record, first_line
 from qexp.registry import TRACKERS
 from qexp.tracking.mlflow_view import (
     AXIS_ORDER,
@@ -38,6 +40,7 @@ TAG_STATUS = "qexp.status"
 TAG_KIND = "qexp.kind"  # "job" or "sweep"
 TAG_SWEEP_NAME = "qexp.sweep"  # the sweep dir's name: a short column in the UI
 TAG_REASON = "qexp.reason"
+TAG_EQUIVALENT = "qexp.equivalent_to"  # JSON of Record.equivalent_to
 TAG_RESUMED = "qexp.resumed_from"
 # MLflow's own run status. A SKIPPED job ended as designed (an invalid or repeated combination);
 # MLflow's KILLED shows as a red "Killed", a crash, so it is FINISHED there and the
@@ -200,9 +203,11 @@ class MlflowSink:
             "qexp.git_sha": record.git_sha or "",
             "qexp.job_dir": record.job_dir,
         }
-        why = record.reason or _first_line(record.error)
+        why = record.reason or first_line(record.error)
         if why:
             tags[TAG_REASON] = why[:4000]
+        if record.equivalent_to is not None:
+            tags[TAG_EQUIVALENT] = json.dumps(dataclasses.asdict(record.equivalent_to))
         if record.error:
             tags["qexp.error"] = record.error[-4000:]
         if record.resumed_from:
@@ -224,7 +229,7 @@ class MlflowSink:
         )
         rid = run.info.run_id
         params = [Param(axis, str(record.choices.get(axis))) for axis in AXES]
-        params += [Param(k, _short(v)) for k, v in _flat_params(record.config).items()]
+        params += [Param(k, _short(v)) for k, v in flat_params(record.config).items()]
         metrics = [Metric(k, float(v), end_ms, 0) for k, v in sorted(record.metrics.items())]
         for i in range(0, max(len(params), len(metrics), 1), 100):  # mlflow batch limits
             self.client.log_batch(
@@ -284,17 +289,13 @@ def job_times_ms(record: Record) -> tuple[int, int]:
     return start, max(start, end)
 
 
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().split("\n")[0]
-
-
 def _run_note(record: Record) -> str:
     """The run's description in the UI: why it was skipped or failed, where it was measured."""
     lines = []
     if record.status == SKIPPED:
         lines.append(f"**SKIPPED** (not run): {record.reason or ''}")
     elif record.status == FAILED:
-        lines.append(f"**FAILED**: {_first_line(record.error)}")
+        lines.append(f"**FAILED**: {first_line(record.error)}")
     if record.resumed_from:
         lines.append(f"Resumed: measured earlier in `{record.resumed_from}`, not run again.")
     return "\n\n".join(lines)
@@ -305,7 +306,7 @@ def _short(v: Any) -> str:
     return s if len(s) <= 500 else s[:497] + "..."
 
 
-def _flat_params(cfg: dict[str, Any]) -> dict[str, Any]:
+def flat_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """The swept settings as dotted params (model.imgsz, quantizer.w_bits, ...)."""
     out: dict[str, Any] = {}
 

@@ -52,6 +52,7 @@ def write_sweep(
             artifacts=job.get("artifacts", {}),
             info={"precision": precision, **job.get("info", {})},
             reason=job.get("reason"),
+            equivalent_to=job.get("equivalent_to"),
             error=job.get("error"),
             sweep_id=str(sweep),
             job_name=f"qexp#{i}",

@@ -73,8 +73,8 @@ def test_sensitivity_plot_ranks_largest_first():
 def test_calibration_histogram_with_each_observer_clip():
     from omegaconf import OmegaConf
 
+    from qexp.quant.calibrate import observer_clips
     from qexp.quant.histogram import HistStats
-    from qexp.report.calibration import observer_clips
 
     torch.manual_seed(0)
     st = HistStats(bins=2048)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from qexp.record import Equivalent
 from qexp.report.load import from_records
 from qexp.report.render import render, to_markdown
 from qexp.report.table import TableError, best_rows, comparison_table, varying_axes
@@ -151,6 +152,26 @@ def test_equivalent_skipped_jobs_fold_into_one_note(tmp_path):
     (note,) = t.attrs["notes"]
     assert "quantizer=none does not use observer" in note and "none mse, none entropy" in note
     assert len(comparison_table(df, hide_equivalent=False)) == 5
+
+
+def test_folding_reads_the_records_equivalent_to_not_their_reason(tmp_path):
+    jobs = [{"choices": {"quantizer": "none"}, "metrics": m(0.40, 40.0)}]
+    first = str(tmp_path / "sweeps" / "demo" / "2026-01-01_00-00-00" / "0")
+    jobs += [
+        {
+            "choices": {"quantizer": "none", "observer": o},
+            "status": "SKIPPED",
+            "reason": "any wording at all",
+            "equivalent_to": Equivalent(first, status, ("observer",)),
+        }
+        for o, status in (("mse", "FINISHED"), ("entropy", "RUNNING"))
+    ]
+    t = comparison_table(from_records(write_sweep(tmp_path, jobs)))
+    # the repeat of the FINISHED job folds into a note; the one decided while its twin was
+    # still running stays a row, as before
+    assert list(t["observer"]) == ["minmax", "entropy"]
+    (note,) = t.attrs["notes"]
+    assert "(quantizer=none does not use observer): mse" in note
 
 
 def test_float_baselines_ignore_the_quantization_axes(tmp_path):

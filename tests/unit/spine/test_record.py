@@ -7,7 +7,16 @@ import os
 
 import pytest
 
-from qexp.record import FAILED, Record, atomic_write_text, read_record
+from qexp.record import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    SKIPPED,
+    Equivalent,
+    Record,
+    atomic_write_text,
+    read_record,
+)
 
 
 def _record(**kw) -> Record:
@@ -34,6 +43,44 @@ def test_round_trip(tmp_path):
     rec.write(tmp_path)
     assert read_record(tmp_path) == rec
     assert json.loads((tmp_path / "result.json").read_text())["metrics"]["map50_95"] == 0.39
+
+
+def test_equivalent_to_round_trips(tmp_path):
+    rec = _record(
+        status=SKIPPED,
+        reason="any words",
+        equivalent_to=Equivalent("/runs/0", FINISHED, ("observer", "calibrator")),
+    )
+    assert Record.from_json(rec.to_json()) == rec
+    rec.write(tmp_path)
+    assert read_record(tmp_path) == rec
+    stored = json.loads((tmp_path / "result.json").read_text())["equivalent_to"]
+    assert stored == {
+        "job_dir": "/runs/0",
+        "status": "FINISHED",
+        "unread": ["observer", "calibrator"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        (
+            "equivalent to the FINISHED job in /runs/a b/0: quantizer=none does not use observer",
+            Equivalent("/runs/a b/0", FINISHED, ("observer",)),
+        ),
+        (
+            "equivalent to the job running now in /gpu/sweep/1 (same config hash); re-run the "
+            "sweep to resume it if that one fails",
+            Equivalent("/gpu/sweep/1", RUNNING),
+        ),
+        ("calibrator=minmax: ptq does not use TensorRT calibrators", None),
+    ],
+)
+def test_records_written_before_equivalent_to_read_it_from_their_reason(reason, expected):
+    old = _record(status=SKIPPED, reason=reason).to_dict()
+    del old["equivalent_to"]  # the field did not exist
+    assert Record.from_dict(old).equivalent_to == expected
 
 
 def test_failed_record_keeps_error(tmp_path):
