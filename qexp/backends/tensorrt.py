@@ -31,8 +31,7 @@ from qexp.config.schema import BackendConfig
 from qexp.interfaces import Deployable, EvalData
 from qexp.job import Job
 from qexp.registry import BACKENDS
-from qexp.report import engine_info
-from qexp.trt import protocol
+from qexp.trt import engine_info, protocol
 from qexp.trt.compat import unsupported_reason
 
 log = logging.getLogger("qexp")

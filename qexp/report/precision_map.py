@@ -1,6 +1,6 @@
 """Per-layer precision map of TensorRT engines: one strip per engine, one cell per layer.
 
-The layers come from the engine's inspector JSON, parsed by :mod:`qexp.report.engine_info`
+The layers come from the engine's inspector JSON, parsed by :mod:`qexp.trt.engine_info`
 (the TensorRT backend's parser), so the map and the ``layers_int8/fp16/fp32`` metrics count
 the same way.
 """
@@ -105,6 +105,6 @@ def float_layers(layers: pd.DataFrame) -> pd.DataFrame:
 
 def engine_layers(path: Path) -> pd.DataFrame:
     """Per-layer table of one inspector JSON, through the TensorRT backend's parser."""
-    from qexp.report import engine_info
+    from qexp.trt import engine_info
 
     return pd.DataFrame(engine_info.layer_table(engine_info.load(Path(path))))

@@ -18,8 +18,7 @@ from torch import nn
 from qexp.backends import tensorrt as trt_backend
 from qexp.backends import trt_stage as stage
 from qexp.models.export import export_onnx
-from qexp.report import engine_info
-from qexp.trt import protocol
+from qexp.trt import engine_info, protocol
 
 pytestmark = pytest.mark.gpu
 IMGSZ = 64

@@ -45,7 +45,7 @@ def test_float_baselines_are_labelled_without_quant_axes():
 
 
 def test_precision_map_from_recorded_engines():
-    engine_info = pytest.importorskip("qexp.report.engine_info")
+    engine_info = pytest.importorskip("qexp.trt.engine_info")
     from qexp.report.precision_map import engine_layers, float_layers, layer_frame, precision_map
 
     engines = {m: engine_layers(FIXTURES / f"layers_{m}.json") for m in ("fp32", "fp16", "qdq")}

@@ -125,7 +125,8 @@ def test_worker_failure_comes_back_as_an_error_with_the_reason(tmp_path, no_trt_
 
 def test_worker_imports_only_stdlib_numpy_and_tensorrt():
     code = (
-        "import sys, qexp.trt.worker, qexp.trt.build, qexp.trt.execute, qexp.trt.calibrator;"
+        "import sys, qexp.trt.worker, qexp.trt.build, qexp.trt.execute, qexp.trt.calibrator,"
+        " qexp.trt.engine_info;"
         "print(','.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

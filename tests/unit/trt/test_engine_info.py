@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qexp.report import engine_info as ei
+from qexp.trt import engine_info as ei
 
 FIX = Path(__file__).parent / "fixtures"
 MODES = ("fp32", "fp16", "int8_entropy2", "int8_minmax", "qdq")
