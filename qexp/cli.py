@@ -87,7 +87,7 @@ def _report(argv: list[str]) -> int:
 
 
 def _server(argv: list[str]) -> int:
-    from qexp.server import main as server_main
+    from qexp.tracking.server import main as server_main
 
     return server_main(argv)
 

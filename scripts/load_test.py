@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qexp import server  # noqa: E402
 from qexp.record import find_records, read_record  # noqa: E402
+from qexp.tracking import server  # noqa: E402
 
 CHEAP = [
     "data=tiny",

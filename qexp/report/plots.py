@@ -1,7 +1,7 @@
 """Report plots (matplotlib, headless): Pareto front, sensitivity ranking, calibration ranges.
 
-Each function takes plain data and returns a Figure; :func:`png_bytes` / :func:`save_png`
-turn it into a PNG for the HTML page (base64) or a file. The per-layer precision map of an
+Each function takes plain data and returns a Figure; :func:`png_bytes` turns it into a PNG
+for the HTML page (base64) or a file. The per-layer precision map of an
 engine is in :mod:`qexp.report.precision_map`.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -31,13 +30,6 @@ def png_bytes(fig: Figure) -> bytes:
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
-
-
-def save_png(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(fig))
-    return path
 
 
 def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from qexp.config.schema import TrackingConfig
 from qexp.registry import TRACKERS
-from qexp.server import healthy, read_state
 from qexp.tracking.mlflow_sink import MlflowSink
+from qexp.tracking.server import healthy, read_state
 
 # MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) would stall a job for minutes
 # on a dead server; a server that answered the health check needs few retries.

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from qexp.record import FINISHED, SKIPPED, Record, find_records, read_record
-from qexp.server import free_port
 from qexp.tracking.ingest import ingest
+from qexp.tracking.server import free_port
 from tests.conftest import ROOT
 from tests.e2e.browser import DOCS_IMG, UPDATE_ENV, chromium, needs_chromium, shoot
 

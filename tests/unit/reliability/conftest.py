@@ -7,7 +7,8 @@ import venv
 
 import pytest
 
-from qexp import procs, server
+from qexp import procs
+from qexp.tracking import server
 
 
 def processes_mentioning(text: str) -> list[str]:

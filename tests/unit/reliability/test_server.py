@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from qexp import procs, server
+from qexp import procs
+from qexp.tracking import server
 from tests.conftest import ROOT
 from tests.unit.reliability.conftest import processes_mentioning
 

@@ -1,4 +1,4 @@
-"""`python -m qexp.guard CMD ...`: run CMD and end its whole process group when our parent dies.
+"""`python -m qexp.tracking.guard CMD ...`: run CMD; end its process group when our parent dies.
 
 A parent killed with SIGKILL (or the OOM killer) runs no cleanup, so an ``mlflow server`` it
 started in a group of its own, with its uvicorn workers, would live on. The guard leads that
@@ -46,7 +46,7 @@ def _end_group(grace_s: float = 10.0) -> None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m qexp.guard CMD [ARGS...]", file=sys.stderr)
+        print("usage: python -m qexp.tracking.guard CMD [ARGS...]", file=sys.stderr)
         return 2
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 

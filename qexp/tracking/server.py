@@ -1,10 +1,10 @@
 """`qexp server start|stop|status`: one `mlflow server` (sqlite) that parallel jobs log to.
 
-Parallel writers must not share one sqlite file directly (DESIGN.md), so a sweep with a parallel
-launcher logs through ``tracking=mlflow_server`` to this server. It listens on 127.0.0.1 unless
-told otherwise, keeps its runs in the same ``outputs/mlflow.db`` that ``make ui`` and
-``qexp report`` read, and runs in a process group of its own: ``stop`` ends the whole group
-(uvicorn workers included), so nothing is left behind.
+Parallel writers must not share one sqlite file directly (docs/architecture.md), so a sweep
+with a parallel launcher logs through ``tracking=mlflow_server`` to this server. It listens on
+127.0.0.1 unless told otherwise, keeps its runs in the same ``outputs/mlflow.db`` that ``make
+ui`` and ``qexp report`` read, and runs in a process group of its own: ``stop`` ends the whole
+group (uvicorn workers included), so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def spawn_group(cmd: list[str], log_path: Path, guard: bool = False) -> subproce
     """Start ``cmd`` as the leader of a new process group (so the group can be ended whole).
 
     ``guard=True``: the group dies with this process, however it ends (even SIGKILL): the
-    leader is :mod:`qexp.guard`, watching a pipe only this process holds open.
+    leader is :mod:`qexp.tracking.guard`, watching a pipe only this process holds open.
     """
     env = dict(os.environ)
     # mlflow >= 3.5 starts job-runner processes unless told not to; we never use them
@@ -116,7 +116,7 @@ def spawn_group(cmd: list[str], log_path: Path, guard: bool = False) -> subproce
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "qexp.guard", *cmd] if guard else cmd,
+            [sys.executable, "-m", "qexp.tracking.guard", *cmd] if guard else cmd,
             stdin=subprocess.PIPE if guard else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
