@@ -39,6 +39,24 @@ class Options:
     x: str = "latency_ms_p50"
     y: str = "map50_95"
 
+    def table(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The comparison table of ``df`` these options ask for."""
+        return comparison_table(
+            df,
+            metrics=self.metrics,
+            axes=self.axes,
+            cols=self.cols,
+            baseline=self.baseline,
+            include_skipped=self.failed,
+        )
+
+    def paper_for(self, df: pd.DataFrame, experiment: str) -> dict | None:
+        """The paper to compare with: the one named, else the jobs' own; None when off."""
+        if self.paper is False:
+            return None
+        name = self.paper if isinstance(self.paper, str) and self.paper else None
+        return P.paper_for(df, experiment, name)
+
 
 @dataclass
 class Report:
@@ -76,14 +94,7 @@ class Report:
 
 def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -> Report:
     opts = opts or Options()
-    table = comparison_table(
-        df,
-        metrics=opts.metrics,
-        axes=opts.axes,
-        cols=opts.cols,
-        baseline=opts.baseline,
-        include_skipped=opts.failed,
-    )
+    table = opts.table(df)
     sweeps = sorted({Path(s).name for s in df.get("sweep_id", pd.Series()).dropna()})
     rep = Report(
         title=f"qexp report — {experiment or 'records'}",
@@ -92,8 +103,7 @@ def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -
         counts={s: int(n) for s, n in df["status"].value_counts().items()},
     )
     try:
-        name = opts.paper if isinstance(opts.paper, str) and opts.paper else None
-        paper = None if opts.paper is False else P.paper_for(df, experiment, name)
+        paper = opts.paper_for(df, experiment)
     except ValueError as e:
         rep.notes.append(str(e))
         paper = None

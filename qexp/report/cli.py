@@ -155,20 +155,8 @@ def _baseline(spec: str) -> dict[str, str] | str | None:
 
 
 def _text_report(df, experiment: str, opts: Options, fmt: str, mark_best: bool) -> str:
-    from qexp.report.table import comparison_table
-
-    table = comparison_table(
-        df,
-        metrics=opts.metrics,
-        axes=opts.axes,
-        cols=opts.cols,
-        baseline=opts.baseline,
-        include_skipped=opts.failed,
-    )
-    text = render(table, fmt, mark_best=mark_best)
-    if fmt == "md" and opts.paper is not False:
-        name = opts.paper if isinstance(opts.paper, str) and opts.paper else None
-        paper = P.paper_for(df, experiment, name)
-        if paper:
-            text = P.to_markdown(P.compare(df, paper)) + "\n\n" + text
+    text = render(opts.table(df), fmt, mark_best=mark_best)
+    paper = opts.paper_for(df, experiment) if fmt == "md" else None
+    if paper:
+        text = P.to_markdown(P.compare(df, paper)) + "\n\n" + text
     return text
