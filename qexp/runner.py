@@ -286,7 +286,7 @@ def _timed_execute(job: Job) -> None:
 
 
 def _execute(job: Job) -> None:
-    """The data flow of DESIGN.md: model + data -> quantize -> backend measures."""
+    """The data flow of docs/architecture.md: model + data -> quantize -> backend measures."""
     from qexp.data import load_eval_data
     from qexp.registry import MODEL_FAMILIES
 
