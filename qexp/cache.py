@@ -19,6 +19,7 @@ Two forms of the same protocol:
 
 Entries written by an older qexp (before this protocol) are *adopted* where their kind says
 how to recognise a complete one (``adopt``): their files are hashed into a manifest once.
+The kinds and their files: docs/architecture.md, "The cache protocol".
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The result record: the source of truth for one job (MLflow is only a sink)."""
+"""The result record: the source of truth for one job (MLflow is only a sink).
+
+Reports read its fields, never its prose (docs/architecture.md, "Records are the source of
+truth"): a SKIPPED repeat names the job it repeats in ``equivalent_to``.
+"""
 
 from __future__ import annotations
 
