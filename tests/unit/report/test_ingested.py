@@ -81,14 +81,24 @@ def test_rows_that_differ_in_export_or_observer_stay_distinct(store):
 
 
 def test_equivalence_is_read_from_records_written_before_the_field(store, copied):
-    for df in (from_mlflow(store, EXPERIMENT), from_records(copied)):
+    from mlflow.tracking import MlflowClient
+
+    from qexp.tracking.mlflow_sink import TAG_EQUIVALENT
+
+    gpu = "/root/qexp-out/sweeps/tensorrt_yolov8n/2026-11-26_13-06-46"
+    want = {"0": Equivalent(f"{gpu}/1", RUNNING), "5": Equivalent(f"{gpu}/4", RUNNING)}
+
+    def twins(df):
         skipped = df[df["status"] == SKIPPED]
-        twin = dict(
-            zip(
-                skipped["job_dir"].map(lambda p: Path(p).name),
-                skipped["equivalent_to"],
-                strict=True,
-            )
-        )
-        gpu = "/root/qexp-out/sweeps/tensorrt_yolov8n/2026-11-26_13-06-46"
-        assert twin == {"0": Equivalent(f"{gpu}/1", RUNNING), "5": Equivalent(f"{gpu}/4", RUNNING)}
+        names = skipped["job_dir"].map(lambda p: Path(p).name)
+        return dict(zip(names, skipped["equivalent_to"], strict=True))
+
+    assert twins(from_records(copied)) == want  # the records have no field: their reason
+    assert twins(from_mlflow(store, EXPERIMENT)) == want  # the tag ingest wrote
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    tagged = [r.info.run_id for r in runs if TAG_EQUIVALENT in r.data.tags]
+    assert len(tagged) == 2
+    for rid in tagged:
+        client.delete_tag(rid, TAG_EQUIVALENT)  # as a run an older qexp logged
+    assert twins(from_mlflow(store, EXPERIMENT)) == want  # from the reason tag
