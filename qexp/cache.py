@@ -176,6 +176,12 @@ def _key(entry: Path) -> str:
     return str(Path(entry).resolve())
 
 
+def _hold(entry: Path) -> None:
+    """This process holds ``entry``'s lock from now on (waiting for another builder first)."""
+    if _key(entry) not in _claims:
+        _claims[_key(entry)] = _acquire(Path(entry) / _LOCK)
+
+
 def claim(entry: Path, adopt: Adopt | None = None) -> bool:
     """True when ``entry`` is whole (reuse it; nothing is held). Otherwise False, with this
     process holding the entry's lock and the entry emptied: build it, then :func:`commit`.
@@ -184,9 +190,7 @@ def claim(entry: Path, adopt: Adopt | None = None) -> bool:
     holds does not wait (a failed build's claim is taken over, not deadlocked on)."""
     entry = Path(entry)
     entry.mkdir(parents=True, exist_ok=True)
-    key = _key(entry)
-    if key not in _claims:
-        _claims[key] = _acquire(entry / _LOCK)
+    _hold(entry)
     why = problem(entry)
     if why is None:
         release(entry)
@@ -218,10 +222,7 @@ def _older_layout(entry: Path) -> bool:
 def rebuild(entry: Path, why: str) -> None:
     """Claim ``entry`` for a rebuild although its files are whole (they could not be used:
     ``why``); :func:`commit` the new files."""
-    entry = Path(entry)
-    key = _key(entry)
-    if key not in _claims:
-        _claims[key] = _acquire(entry / _LOCK)
+    _hold(entry)
     log.warning("cache entry %s is not usable (%s); rebuilding it", entry, why)
     clear(entry)
 
