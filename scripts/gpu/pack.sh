@@ -33,7 +33,8 @@ cp "$src"/boot/py310.tar.xz "$src"/boot/py310.prefix "$src"/boot/numpy-*.whl "$s
 
 bash scripts/gpu/wheels.sh "$work/bundle/wheels"
 
-tar -C "$assets" -cf "$work/bundle/assets.tar" coco_val coco128 weights/yolov8n-coco-from-ovint8.pt
+tar -C "$assets" -cf "$work/bundle/assets.tar" coco_val coco128 weights/yolov8n-coco-from-ovint8.pt \
+  weights/yolov5n-v6.1-coco.pt  # both shared models: the INT8 frontier runs yolov8n and yolov5n
 
 tar -C "$work" -cf - bundle trt.tar.xz | split -b "${part_mib}M" -d -a 2 - "$stage/part."
 cat "$stage"/part.* | sha256sum | cut -d' ' -f1 > "$stage/bundle.sha256"
