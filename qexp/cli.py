@@ -24,7 +24,7 @@ def _task(cfg) -> None:
     from hydra.types import RunMode
 
     from qexp import gpus
-    from qexp.config.schema import AXES
+    from qexp.config.axes import AXES
     from qexp.record import FAILED
     from qexp.runner import JobSpec, run_job
 

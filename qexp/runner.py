@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from qexp.assets import check as check_assets
 from qexp.assets import portable
 from qexp.cache import release_all
-from qexp.config.schema import AXES
+from qexp.config.axes import AXES, NEUTRAL
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
 from qexp.job import Job, content_hash
@@ -42,9 +42,6 @@ from qexp.threads import job_threads, torch_threads
 
 log = logging.getLogger("qexp")
 
-# The value an axis takes when a quantizer does not read it: jobs that differ only in an
-# unread axis are the same job, and all but the first are SKIPPED as equivalent.
-NEUTRAL = {"observer": "minmax", "calibrator": "none", "ignore": "none"}
 # Keys that do not change what a job measures (where it logs, where files go).
 _NOT_HASHED = ("tracking", "paths", "resume", "log_level", "experiment_name", "paper")
 

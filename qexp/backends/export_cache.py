@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from qexp import cache
+from qexp.config.axes import QUANT_ONLY_AXES
 
 if TYPE_CHECKING:
     from qexp.interfaces import Deployable
@@ -68,7 +69,7 @@ def export_key(cfg: Any, deploy: Deployable, batch: int, dynamic: bool = False) 
     if dynamic:  # only then: static exports keep the keys (and cache entries) they had
         key["dynamic"] = True
     if deploy.route != "float":
-        for axis in ("observer", "calibrator", "ignore"):
+        for axis in QUANT_ONLY_AXES:
             key[axis] = _plain(cfg.get(axis))
         key["calib"] = _plain(cfg.data.get("calib"))
         key["seed"] = _plain(cfg.get("seed"))

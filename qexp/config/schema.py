@@ -17,11 +17,6 @@ from qexp.assets import register_resolver
 
 register_resolver()  # paths.assets resolves wherever a qexp config does
 
-SCHEMA_VERSION = 1
-
-# The sweepable axes, in the order tables and run names use.
-AXES = ("model", "data", "quantizer", "observer", "calibrator", "ignore", "backend")
-
 
 @dataclass
 class ModelConfig:

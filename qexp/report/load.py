@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from qexp.config.schema import AXES
+from qexp.config.axes import AXES
 from qexp.record import (
     RECORD_FILE,
     SKIPPED,

@@ -13,13 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from qexp.config.schema import AXES
+from qexp.config.axes import AXES, QUANT_ONLY_AXES
 from qexp.record import FINISHED, SKIPPED, Equivalent
 from qexp.report import columns as C
 
 # Float baselines, and the axes they do not read (a quantizer's observer, calibrator, ignore).
 FLOAT_QUANTIZERS = ("none", "fp16")
-QUANT_ONLY_AXES = ("observer", "calibrator", "ignore")
 # Config keys that never make two jobs different measurements.
 _NOT_KNOBS = ("paths.", "tracking.")
 

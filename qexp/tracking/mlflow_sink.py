@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qexp.cache import file_lock
-from qexp.config.schema import AXES
+from qexp.config.axes import AXES, NEUTRAL
 from qexp.record import FAILED, FINISHED, RECORD_FILE, SKIPPED, Record, first_line
 from qexp.registry import TRACKERS
 from qexp.tracking.mlflow_view import (
@@ -46,7 +46,6 @@ TAG_RESUMED = "qexp.resumed_from"
 # MLflow's KILLED shows as a red "Killed", a crash, so it is FINISHED there and the
 # qexp.status column (the first of the qexp view) says SKIPPED.
 _MLFLOW_STATUS = {FINISHED: "FINISHED", FAILED: "FAILED", SKIPPED: "FINISHED"}
-NEUTRAL = {"observer": "minmax", "calibrator": "none", "ignore": "none"}
 
 
 def default_uri(output_dir: str | os.PathLike[str] = "outputs") -> str:

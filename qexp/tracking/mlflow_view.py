@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from qexp.config.schema import AXES
+from qexp.config.axes import AXES
 
 log = logging.getLogger("qexp")
 
