@@ -1,16 +1,19 @@
 """The contracts between the runner and its plugins.
 
-The runner (``qexp/runner.py``) drives one job through these interfaces only:
+The runner (``qexp/runner.py``) drives one job through these interfaces only, ``s`` being the
+job's typed settings (``qexp.config.settings.Settings``):
 
-    detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)      -> Detector
-    data     = qexp.data.load_eval_data(cfg.data, job)                    -> EvalData
-    quant    = QUANTIZERS.get(cfg.quantizer.name)()                       -> Quantizer
-    deploy   = quant.quantize(job, detector, data)                        -> Deployable
-    backend  = BACKENDS.get(cfg.backend.name)()                           -> Backend
-    backend.run(job, deploy, data)                                        -> metrics via job
+    quant    = QUANTIZERS.get(s.quantizer.name)(s.quantizer)             -> Quantizer
+    backend  = BACKENDS.get(s.backend.name)(s.backend)                   -> Backend
+    (before anything loads: quant.output() in quant.produces, backend.accepts it,
+     quant.check(s), backend.check(s, output); else the job is SKIPPED with the reason)
+    detector = MODEL_FAMILIES.get(s.model.family)(s.model, job)          -> Detector
+    data     = qexp.data.load_eval_data(s.data, job)                     -> EvalData
+    deploy   = quant.quantize(job, detector, data)                       -> Deployable
+    backend.run(job, deploy, data)                                       -> metrics via job
 
-Quantizers and backends declare which axes they consume and may refuse a combination
-(``check``) with a reason; the runner records it as SKIPPED without loading anything.
+Each plugin is constructed with its own schema object; the rest of the config is
+``job.settings``. What precisions and routes mean is in :mod:`qexp.contracts`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from qexp.contracts import Accepts, Output
+
 if TYPE_CHECKING:
     import torch
-    from omegaconf import DictConfig
 
+    from qexp.config.settings import Settings
     from qexp.job import Job
 
 
@@ -80,32 +85,53 @@ class EvalData(Protocol):
 
 @dataclass
 class Deployable:
-    """What a quantizer hands to a backend."""
+    """What a quantizer hands to a backend: a model at ``precision`` by ``route`` (the pair
+    the quantizer's ``output()`` promised), and how to write the files that route needs."""
 
     detector: Detector
     module: torch.nn.Module  # what the torch backend runs (float, or fake-quant twin)
     precision: str  # fp32 | fp16 | int8
     route: str  # float | qdq | dynamic_range | trt_builtin
-    export: Callable[[Path], Path]  # writes the ONNX this route needs into a directory
-    dynamic_range: Path | None = None  # JSON {onnx tensor name: amax} for route dynamic_range
+    export: Callable[..., Path]  # export(dir, batch=1, dynamic=False): the ONNX the route runs
+    # route dynamic_range: ranges(dir) writes the JSON {onnx tensor name: amax} that goes with
+    # export(dir)'s ONNX (exporting it if needed) and returns its path; None for other routes
+    ranges: Callable[[Path], Path] | None = None
+    calibrator: str | None = (
+        None  # route trt_builtin: TensorRT's calibrator (minmax, entropy2, ...)
+    )
     info: dict[str, Any] = field(default_factory=dict)  # quantized / ignored layer lists, ...
+
+    @property
+    def output(self) -> Output:
+        return Output(str(self.precision), str(self.route))
 
 
 class Quantizer(Protocol):
-    consumes: frozenset[str]  # which of observer / calibrator / ignore this quantizer reads
+    """Constructed with its schema object (``QUANTIZERS.register(name, schema=...)``)."""
 
-    def check(self, cfg: DictConfig) -> str | None:
-        """A reason this combination is invalid, or None."""
+    consumes: frozenset[str]  # which of observer / calibrator / ignore this quantizer reads
+    produces: frozenset[Output]  # every (precision, route) it can make
+
+    def output(self) -> Output:
+        """The (precision, route) its config asks for (the runner checks it is in
+        ``produces`` and that the backend accepts it)."""
+        ...
+
+    def check(self, s: Settings) -> str | None:
+        """A reason this combination of axes cannot run (SKIPPED), or None."""
         ...
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable: ...
 
 
 class Backend(Protocol):
-    consumes: frozenset[str]
+    """Constructed with its schema object (``BACKENDS.register(name, schema=...)``)."""
 
-    def check(self, cfg: DictConfig) -> str | None:
-        """A reason to SKIP (route unsupported, library missing), or None."""
+    accepts: Accepts  # the precisions and routes it runs
+
+    def check(self, s: Settings, output: Output) -> str | None:
+        """A reason to SKIP what the backend accepts in principle (a library missing, a
+        TensorRT without that route), or None."""
         ...
 
     def run(self, job: Job, deploy: Deployable, data: EvalData) -> None:

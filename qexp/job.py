@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
+from qexp.config.settings import Settings, settings_of
 from qexp.progress import track
 
 log = logging.getLogger("qexp")
@@ -28,12 +29,20 @@ def content_hash(*parts: Any, n: int = 16) -> str:
 
 @dataclass
 class Job:
-    cfg: DictConfig
+    cfg: DictConfig  # as composed (cache keys hash parts of it)
     dir: Path
     cache_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    typed: Settings | None = field(default=None, repr=False)  # what validate() built
+
+    @property
+    def settings(self) -> Settings:
+        """The typed config plugins read (built from ``cfg`` when not given)."""
+        if self.typed is None:
+            self.typed = settings_of(self.cfg)
+        return self.typed
 
     def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
         for k, v in metrics.items():

@@ -3,7 +3,8 @@
 A plugin registers under a kind (``quantizer``, ``observer``, ``backend``, ``model_family``,
 ``tracking``) and a name. Plugins that are selected through a Hydra config group also give a
 dataclass ``schema``; :mod:`qexp.config.store` puts those schemas into Hydra's ConfigStore, so a
-new plugin is one file plus one YAML.
+new plugin is one file plus one YAML. :func:`qexp.plugins.load_plugins` imports the plugin
+modules; this module imports nothing of qexp's, so every plugin can import it.
 """
 
 from __future__ import annotations
@@ -49,15 +50,25 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self.entry(name).obj
 
+    def build(self, cfg: Any) -> Any:
+        """The plugin ``cfg.name`` names, constructed with ``cfg`` (its typed config)."""
+        return self.get(cfg.name)(cfg)  # type: ignore[operator]
+
     def entry(self, name: str) -> Entry[T]:
         try:
             return self._entries[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
+            if not self._entries:
+                hint = "; none is loaded: call qexp.plugins.load_plugins() first"
             raise RegistryError(
                 f"unknown {self.kind} {name!r} (known: {', '.join(sorted(self._entries))}){hint}"
             ) from None
+
+    def remove(self, name: str) -> None:
+        """Forget a plugin (tests that register their own clean up with this)."""
+        self._entries.pop(name, None)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -74,11 +85,3 @@ OBSERVERS: Registry[Any] = Registry("observer")
 BACKENDS: Registry[Any] = Registry("backend")
 MODEL_FAMILIES: Registry[Any] = Registry("model family")
 TRACKERS: Registry[Any] = Registry("tracking sink")
-
-
-def load_plugins() -> None:
-    """Import the modules whose decorators fill the registries (idempotent)."""
-    import qexp.backends  # noqa: F401
-    import qexp.models  # noqa: F401
-    import qexp.quant  # noqa: F401
-    import qexp.tracking  # noqa: F401

@@ -23,9 +23,12 @@ from qexp.assets import check as check_assets
 from qexp.assets import portable
 from qexp.cache import release_all
 from qexp.config.axes import AXES, NEUTRAL
+from qexp.config.settings import Settings
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
+from qexp.interfaces import Backend, Quantizer
 from qexp.job import Job, content_hash
+from qexp.plugins import load_plugins
 from qexp.record import (
     FAILED,
     FINISHED,
@@ -36,7 +39,7 @@ from qexp.record import (
     atomic_write_text,
     read_record,
 )
-from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS, load_plugins
+from qexp.registry import BACKENDS, QUANTIZERS, TRACKERS
 from qexp.summary import headline
 from qexp.threads import job_threads, torch_threads
 
@@ -77,7 +80,7 @@ def consumed_axes(cfg: DictConfig) -> frozenset[str]:
 
 def canonical(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config with unread axes set to neutral and bookkeeping keys removed."""
-    d = OmegaConf.to_container(cfg, resolve=True)
+    d = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(d, dict)
     for key in _NOT_HASHED:
         d.pop(key, None)
@@ -93,14 +96,32 @@ def config_hash(cfg: DictConfig) -> str:
     return content_hash(portable(canonical(cfg), str(cfg.paths.assets)))
 
 
-def combination_reason(cfg: DictConfig) -> str | None:
-    """Why this combination cannot run (invalid for the quantizer or backend), or None."""
-    quantizer = QUANTIZERS.get(cfg.quantizer.name)()
-    reason = quantizer.check(cfg)
+def plugins_of(s: Settings) -> tuple[Quantizer, Backend]:
+    """The job's quantizer and backend, each constructed with its typed config."""
+    return QUANTIZERS.build(s.quantizer), BACKENDS.build(s.backend)
+
+
+def combination_reason(s: Settings) -> str | None:
+    """Why this combination cannot run, or None: the quantizer cannot make what the config asks
+    of it (its ``produces``) or refuses the other axes (``check``), the backend does not take
+    what it makes (its ``accepts``) or cannot run it here (``check``: a library missing).
+    Checked once, before anything loads."""
+    quantizer, backend = plugins_of(s)
+    q, b = s.quantizer, s.backend
+    out = quantizer.output()
+    if out not in quantizer.produces:
+        makes = ", ".join(sorted(map(str, quantizer.produces)))
+        return (
+            f"quantizer={q.name} makes {makes}; quantizer.precision={q.precision} "
+            f"quantizer.export={q.export} asks it for {out}"
+        )
+    reason = quantizer.check(s)
     if reason:
         return reason
-    backend = BACKENDS.get(cfg.backend.name)()
-    return backend.check(cfg)
+    refusal = backend.accepts.refusal(out)
+    if refusal:
+        return f"quantizer={q.name} makes {out}; backend={b.name} runs {refusal}"
+    return backend.check(s, out)
 
 
 class Index:
@@ -177,12 +198,12 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
         return _finish(cfg, base.replace(status=FAILED, error=f"config: {e}"), job_dir, t0)
     atomic_write_text(job_dir / "config.yaml", config_text)
     try:
-        validate(cfg)
+        settings = validate(cfg)
         base = base.replace(config_hash=config_hash(cfg), config=canonical(cfg))
     except (ConfigError, KeyError) as e:
         return _finish(cfg, base.replace(status=FAILED, error=f"bad config: {e}"), job_dir, t0)
 
-    reason = combination_reason(cfg)
+    reason = combination_reason(settings)
     if reason:
         return _finish(cfg, base.replace(status=SKIPPED, reason=reason), job_dir, t0)
 
@@ -271,7 +292,7 @@ def _timed_execute(job: Job) -> None:
     """Run the job's work, recording its wall time as ``info.work_s``: what qexp spends around
     it (validation, hashing, records, tracking) is overhead, reported by scripts/load_test.py."""
     t = time.perf_counter()
-    threads = job_threads(int(OmegaConf.select(job.cfg, "backend.threads", default=0) or 0))
+    threads = job_threads(job.settings.backend.threads)
     job.info.update(threads.info())
     try:
         with torch_threads(threads.n):  # this job's share of the cores (qexp/threads.py)
@@ -287,18 +308,23 @@ def _execute(job: Job) -> None:
     from qexp.data import load_eval_data
     from qexp.registry import MODEL_FAMILIES
 
-    cfg = job.cfg
-    check_assets(cfg)
-    log.info("loading model %s (%s) from %s", cfg.model.name, cfg.model.family, cfg.model.weights)
-    detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
-    data = load_eval_data(cfg.data, job)
+    s = job.settings
+    check_assets(job.cfg)
+    log.info("loading model %s (%s) from %s", s.model.name, s.model.family, s.model.weights)
+    detector = MODEL_FAMILIES.get(s.model.family)(s.model, job)
+    data = load_eval_data(s.data, job)
+    quantizer, backend = plugins_of(s)
     t = time.perf_counter()
-    deploy = QUANTIZERS.get(cfg.quantizer.name)().quantize(job, detector, data)
+    deploy = quantizer.quantize(job, detector, data)
     job.metrics.setdefault("quantize_s", time.perf_counter() - t)
+    if deploy.output != quantizer.output():  # a plugin bug: the backend would get the wrong files
+        raise RuntimeError(
+            f"quantizer={s.quantizer.name} promised {quantizer.output()} but made {deploy.output}"
+        )
     job.info.update(deploy.info)
     job.info.setdefault("route", deploy.route)
     job.info.setdefault("precision", deploy.precision)
-    BACKENDS.get(cfg.backend.name)().run(job, deploy, data)
+    backend.run(job, deploy, data)
 
 
 def _finish(

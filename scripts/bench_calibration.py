@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     from qexp.job import Job
     from qexp.quant.calibrate import collect_stats
     from qexp.quant.placement import quantizable
-    from qexp.quant.ptq import prepare_model, set_ranges
+    from qexp.quant.steps import prepare_model, set_ranges
     from qexp.registry import MODEL_FAMILIES
 
     register_configs()

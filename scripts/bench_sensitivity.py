@@ -27,8 +27,8 @@ from qexp.config.store import register_configs  # noqa: E402
 from qexp.data import load_eval_data  # noqa: E402
 from qexp.eval.evaluator import evaluate  # noqa: E402
 from qexp.job import Job  # noqa: E402
-from qexp.quant.ptq import calibrate, prepare_model, set_ranges  # noqa: E402
-from qexp.quant.sensitivity import cached_analysis, ignore_settings, ranking  # noqa: E402
+from qexp.quant.sensitivity import cached_analysis, ranking  # noqa: E402
+from qexp.quant.steps import calibrate, prepare_model, set_ranges  # noqa: E402
 from qexp.registry import MODEL_FAMILIES  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -52,8 +52,7 @@ def main() -> None:
     job = Job(cfg=cfg, dir=tmp, cache_dir=Path(cfg.paths.cache_dir).resolve())
     det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    _, _, _, images = ignore_settings(cfg)
-    result, where = cached_analysis(job, det, data, images)
+    result, where = cached_analysis(job, det, data, job.settings.ignore.images)
     imgsz = int(cfg.model.imgsz)
     fmodel, qmodel, plan = prepare_model(det.module, [], cfg.quantizer)
     stats, _, _ = calibrate(job, fmodel, data, imgsz, cfg.data.calib.num, int(cfg.observer.bins))

@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     imgsz = int(cfg.model.imgsz)
     det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    deploy = QUANTIZERS.get("ptq")().quantize(job, det, data)
+    deploy = QUANTIZERS.build(job.settings.quantizer).quantize(job, det, data)
     qmodel = deploy.module.eval()
     path = deploy.export(tmp / "qdq")
     name = f"{cfg.model.name} observer={cfg.observer.act}"

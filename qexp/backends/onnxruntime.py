@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from omegaconf import DictConfig
 
 from qexp.backends.export_cache import cached_export
 from qexp.backends.latency import fixed_batch, latency_metrics, measure
 from qexp.config.schema import BackendConfig
+from qexp.contracts import Accepts, Choice, Output, Precision, Route
 from qexp.eval import evaluate
 from qexp.models.detector import torch_predict
 from qexp.registry import BACKENDS
@@ -22,24 +22,40 @@ from qexp.threads import job_threads, ort_options, torch_threads
 if TYPE_CHECKING:
     import onnxruntime as ort
 
+    from qexp.config.settings import Settings
     from qexp.data import EvalDataset
     from qexp.interfaces import Deployable
     from qexp.job import Job
 
 log = logging.getLogger("qexp")
+
+
+class GraphOptimization(Choice):
+    """ONNX Runtime's graph optimisation level."""
+
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
 _OPT_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
+    GraphOptimization.disable: "ORT_DISABLE_ALL",
+    GraphOptimization.basic: "ORT_ENABLE_BASIC",
+    GraphOptimization.extended: "ORT_ENABLE_EXTENDED",
+    GraphOptimization.all: "ORT_ENABLE_ALL",
 }
+CPU_NO_FP16 = (
+    "fp16 is not measured on the CPU: onnxruntime's CPU provider has no fp16 convolutions "
+    "(use backend=tensorrt)"
+)
 
 
 @dataclass
 class OrtBackendConfig(BackendConfig):
     name: str = "onnxruntime"
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
-    graph_optimization: str = "all"  # disable | basic | extended | all
+    graph_optimization: GraphOptimization = GraphOptimization.all
     # spin-wait between ops (ONNX Runtime's default): no faster here, and on a machine shared
     # with torch or other jobs it burns the cores they need (docs/results/cpu-eval-speed.md)
     spin: bool = False
@@ -53,15 +69,13 @@ def make_session(
     spin: bool = False,
 ) -> ort.InferenceSession:
     """An InferenceSession on ``threads`` intra-op threads (0: this job's share of the cores,
-    see qexp/threads.py), spin-waiting only if ``spin``."""
+    see qexp/threads.py), spin-waiting only if ``spin``; ``opt``: a GraphOptimization."""
     import onnxruntime as ort
 
-    if opt not in _OPT_LEVELS:
-        raise ValueError(
-            f"backend.graph_optimization={opt!r}: must be one of {', '.join(_OPT_LEVELS)}"
-        )
     so = ort_options(ort.SessionOptions(), threads or job_threads().n, spin)
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[opt])
+    so.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _OPT_LEVELS[GraphOptimization(opt)]
+    )
     so.log_severity_level = 3  # warnings about unused initializers are noise here
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
@@ -91,16 +105,20 @@ def ort_predict(sess: ort.InferenceSession) -> Callable[[np.ndarray], np.ndarray
 
 @BACKENDS.register("onnxruntime", schema=OrtBackendConfig)
 class OrtBackend:
-    consumes: frozenset[str] = frozenset()
+    accepts = Accepts(
+        precisions=frozenset({Precision.fp32, Precision.int8}),
+        routes=frozenset({Route.float, Route.qdq}),
+        why_not={
+            Precision.fp16: CPU_NO_FP16,
+            Route.dynamic_range: "onnxruntime cannot apply TensorRT dynamic ranges; use export=qdq",
+            Route.trt_builtin: "TensorRT's calibrators run inside its own builder",
+        },
+    )
 
-    def check(self, cfg: DictConfig) -> str | None:
-        q = cfg.quantizer
-        if q.name == "trt_builtin":
-            return "onnxruntime cannot run quantizer=trt_builtin: TensorRT calibrates inside its own builder"
-        if q.get("export") == "dynamic_range":
-            return "onnxruntime cannot apply TensorRT dynamic ranges (quantizer.export=dynamic_range); use export=qdq"
-        if q.get("precision") == "fp16":
-            return "fp16 is not measured on the CPU: onnxruntime's CPU provider has no fp16 convolutions (use backend=tensorrt)"
+    def __init__(self, cfg: OrtBackendConfig) -> None:
+        self.cfg = cfg
+
+    def check(self, s: Settings, output: Output) -> str | None:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
@@ -108,11 +126,11 @@ class OrtBackend:
         return None
 
     def run(self, job: Job, deploy: Deployable, data: EvalDataset) -> None:
-        rect = bool(job.cfg.data.get("rect", False))
+        d = job.settings.data
         # rect mode (ultralytics' val() default): each batch its own shape, so a dynamic export
-        path = cached_export(job, deploy, int(job.cfg.data.get("batch") or 1), dynamic=rect)
+        path = cached_export(job, deploy, d.batch, dynamic=d.rect)
         job.add_artifact("onnx", path)
-        threads = job_threads(int(job.cfg.backend.threads))
+        threads = job_threads(self.cfg.threads)
         with torch_threads(threads.n):  # the torch reference pass (alignment) shares the cores
             self._run(job, deploy, data, path, threads.n)
         job.info.update(threads.info())
@@ -122,16 +140,9 @@ class OrtBackend:
     ) -> None:
         import onnxruntime as ort
 
-        cfg, b = job.cfg, job.cfg.backend
-        imgsz, batch = int(cfg.model.imgsz), int(cfg.data.get("batch") or 1)
-        rect = bool(cfg.data.get("rect", False))
-        sess = make_session(
-            path,
-            threads,
-            list(b.get("providers") or []),
-            str(b.get("graph_optimization", "all")),
-            bool(b.spin),
-        )
+        s, b = job.settings, self.cfg
+        imgsz, batch, rect = s.model.imgsz, s.data.batch, s.data.rect
+        sess = make_session(path, threads, list(b.providers), b.graph_optimization, b.spin)
         if rect and not dynamic_hw(sess):
             log.warning(
                 "data.rect=true but %s has a fixed input shape: evaluating square %d",
@@ -141,7 +152,7 @@ class OrtBackend:
             rect = False
         detector = deploy.detector
         reference = None
-        if b.align and deploy.route in ("float", "qdq"):
+        if b.align and deploy.route in (Route.float, Route.qdq):
             # float: torch fp32 vs ONNX fp32; qdq: the fake-quant module vs its Q/DQ export
             reference = torch_predict(detector, deploy.module)
         res = evaluate(
@@ -166,12 +177,12 @@ class OrtBackend:
         x = next(iter(data.batches(imgsz, batch, detector.stride, rect=False))).images
         x = fixed_batch(x, static_batch(sess) or batch)
         feed = {sess.get_inputs()[0].name: x}
-        times = measure(lambda: sess.run(None, feed), int(b.warmup), int(b.iters))
+        times = measure(lambda: sess.run(None, feed), b.warmup, b.iters)
         job.log_metrics(latency_metrics(times, x.shape[0]))
         job.info.update(
             onnxruntime=ort.__version__,
             ort_providers=sess.get_providers(),
             ort_threads=threads,
-            ort_spinning=bool(b.spin),
+            ort_spinning=b.spin,
             eval_rect=rect,
         )

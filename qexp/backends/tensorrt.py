@@ -9,6 +9,7 @@ raw outputs it gets back with the shared eval pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -22,12 +23,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from qexp.backends import trt_server
 from qexp.backends import trt_stage as stage
 from qexp.cache import file_hash
-from qexp.config.schema import BackendConfig
+from qexp.config.schema import BackendConfig, OptionError, bounded
+from qexp.config.settings import Settings
+from qexp.contracts import PRECISIONS, ROUTES, Accepts, Choice, Output, Route
 from qexp.interfaces import Deployable, EvalData
 from qexp.job import Job
 from qexp.registry import BACKENDS
@@ -38,57 +41,98 @@ log = logging.getLogger("qexp")
 REPO_ROOT = Path(__file__).resolve().parents[2]  # holds the qexp package the worker imports
 
 
+class FormatFilter(Choice):
+    # fp16/int8 builds don't time fp32 implementations where others exist (most of a build is
+    # timing reformats between fp32 and fp16 formats)
+    no_fp32 = "no_fp32"
+
+
+class TrtLogLevel(Choice):
+    error = "error"
+    warning = "warning"
+    info = "info"
+    verbose = "verbose"
+
+
 @dataclass
 class TensorRTBackendConfig(BackendConfig):
     name: str = "tensorrt"
     python: str | None = "${oc.env:TRT_PYTHON,null}"  # null: this interpreter
     pythonpath: str = "${oc.env:TRT_PYTHONPATH,''}"
     ld_library_path: str = "${oc.env:TRT_LD_LIBRARY_PATH,''}"
-    workspace_gb: float = 4.0
+    workspace_gb: float = bounded(4.0, gt=0)
     # builder optimisation level 0..5 (TensorRT >= 8.6); 3 is TensorRT's default, see
     # docs/results/tensorrt-build.md for what 2 saves in build time and costs in speed
-    opt_level: int = 2
+    opt_level: int = bounded(2, ge=0, le=5)
     # TacticSource names to enable (null: TensorRT's default set, which on 8.6 includes cuBLAS
     # and cuDNN); see docs/tensorrt.md for what each costs in build time
     tactic_sources: list[str] | None = None
-    avg_timing_iterations: int | None = None  # null: TensorRT's default
-    # "no_fp32": fp16/int8 builds don't time fp32 implementations where others exist (most of
-    # a build is timing reformats between fp32 and fp16 formats); null: the full search
-    format_filter: str | None = "no_fp32"
+    avg_timing_iterations: int | None = bounded(None, ge=1)  # null: TensorRT's default
+    format_filter: FormatFilter | None = FormatFilter.no_fp32  # null: the full search
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     eval_batch: int = 1  # one of batch_sizes
     eval_all_batches: bool = True  # mAP at every batch size (the batch-consistency check)
-    warmup: int = 50
-    iters: int = 200
+    warmup: int = bounded(50, ge=0)
+    iters: int = bounded(200, ge=1)
     cuda_graph: bool = True  # time CUDA-graph launches: no host launch gaps in the numbers
     latency_lock: bool = True  # one job at a time on the host times latency
     fp16_fallback: bool = True  # INT8 engines may also use fp16 kernels (trtexec --int8 --fp16)
-    profile_iters: int = 20  # per-layer profile runs (0: none)
+    profile_iters: int = bounded(20, ge=0)  # per-layer profile runs (0: none)
     timing_cache: str | None = "${paths.cache_dir}/tensorrt/timing.cache"
     persistent_worker: bool = True  # one worker per qexp process: builds share a timing cache
     lazy_loading: bool = True  # CUDA_MODULE_LOADING=LAZY for the worker
     jit_cache: str | None = "${paths.cache_dir}/cuda_jit"  # the driver's JIT cache (null: its own)
     build_profile: bool = True  # build_profile.json: where the build time went
     reuse_engine: bool = True  # a cached engine with the same inputs is not rebuilt
-    calib_num: int | None = None  # trt_builtin: calibration images (null: data.calib.num)
-    calib_batch: int = 1  # trt_builtin: images per calibration batch
+    calib_num: int | None = bounded(
+        None, ge=1
+    )  # trt_builtin: calibration images (null: data.calib.num)
+    calib_batch: int = bounded(1, ge=1)  # trt_builtin: images per calibration batch
     tf32: bool = False  # fp32 layers as IEEE fp32 (TensorRT enables TF32 unless told not to)
-    timeout_s: int = 3600
-    log_level: str = "warning"
+    timeout_s: int = bounded(3600, ge=1)
+    log_level: TrtLogLevel = TrtLogLevel.warning
+
+    def rules(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise OptionError("batch_sizes", self.batch_sizes, "a non-empty list of sizes >= 1")
+        if self.eval_batch not in self.batch_sizes:
+            raise OptionError(
+                "eval_batch", self.eval_batch, f"must be one of batch_sizes {self.batch_sizes}"
+            )
+        unknown = sorted(set(self.tactic_sources or []) - set(protocol.TACTIC_SOURCES))
+        if unknown:
+            raise OptionError("tactic_sources", self.tactic_sources,
+                              f"unknown {unknown}; known: {', '.join(protocol.TACTIC_SOURCES)}")  # fmt: skip
 
 
 class TensorRTError(RuntimeError):
     """The worker failed; the message carries its error and TensorRT's log tail."""
 
 
-def route_of(cfg: DictConfig) -> tuple[str, str, str | None]:
-    """(precision, route, calibrator) a job asks of TensorRT."""
-    precision = str(cfg.quantizer.precision)
-    if cfg.quantizer.name == "trt_builtin":
-        return precision, "trt_builtin", str(cfg.calibrator.name)
-    if precision == "int8":
-        return precision, str(cfg.quantizer.export), None
-    return precision, "float", None
+# The request fields that describe the job, not a backend option (worker_request sets them);
+# every other field of protocol.Request is the backend option of the same name.
+JOB_FIELDS = ("onnx", "engine", "out_dir", "precision", "route", "calibrator", "calib_dir",
+              "calib_cache", "dynamic_range", "eval_input", "timing_cache", "latency_lock",
+              "batch_sizes")  # fmt: skip
+
+
+def worker_request(b: TensorRTBackendConfig, **job: Any) -> protocol.Request:
+    """The worker's request: the job's own fields (``JOB_FIELDS``), and every other field of
+    the protocol from the backend option of the same name (choices as plain strings)."""
+    if set(job) != set(JOB_FIELDS):
+        raise TypeError(f"worker_request: job fields {sorted(set(job) ^ set(JOB_FIELDS))}")
+    options = {
+        f.name: _plain(getattr(b, f.name))
+        for f in dataclasses.fields(protocol.Request)
+        if f.name not in job
+    }
+    return protocol.Request(**options, **job)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Choice):
+        return value.value
+    return [_plain(v) for v in value] if isinstance(value, list) else value
 
 
 def worker_env(bcfg: Any) -> tuple[str, dict[str, str]]:
@@ -146,83 +190,73 @@ def probe_cfg(bcfg: Any) -> dict[str, Any]:
 
 @BACKENDS.register("tensorrt", schema=TensorRTBackendConfig)
 class TensorRTBackend:
-    consumes: frozenset[str] = frozenset()
+    # every route; what the installed TensorRT lacks (implicit INT8 on 11) is SKIPPED by check
+    accepts = Accepts(precisions=frozenset(PRECISIONS), routes=frozenset(ROUTES))
 
-    def check(self, cfg: DictConfig) -> str | None:
-        precision, route, calibrator = route_of(cfg)
-        if precision == "int8" and route not in protocol.ROUTES[1:]:
-            return f"quantizer.export={route}: TensorRT INT8 needs qdq or dynamic_range"
-        b = cfg.backend
-        if int(b.eval_batch) not in list(b.batch_sizes):
-            return f"backend.eval_batch={b.eval_batch} must be one of backend.batch_sizes"
-        p = probe_cfg(b)
+    def __init__(self, cfg: TensorRTBackendConfig) -> None:
+        self.cfg = cfg
+
+    def check(self, s: Settings, output: Output) -> str | None:
+        p = probe_cfg(self.cfg)
         if not p.get("ok"):
             return (
                 f"TensorRT not available: {p.get('error', 'unknown reason')} (point qexp at a "
                 "Python with TensorRT: TRT_PYTHON=/path/to/python or backend.python=...; "
                 "see docs/tensorrt.md)"
             )
-        return unsupported_reason(p["capabilities"], precision, route, calibrator, p["tensorrt"])
+        calibrator = str(s.calibrator.name) if output.route == Route.trt_builtin else None
+        return unsupported_reason(
+            p["capabilities"], output.precision, output.route, calibrator, p["tensorrt"]
+        )
 
     def run(self, job: Job, deploy: Deployable, data: EvalData) -> None:
-        cfg, b = job.cfg, job.cfg.backend
+        s, b = job.settings, self.cfg
         p = probe_cfg(b)
         if not p.get("ok"):
             raise TensorRTError(f"TensorRT not available: {p.get('error')}")
-        imgsz = int(cfg.model.imgsz)
-        _, route, calibrator = route_of(cfg)
+        imgsz, route, calibrator = s.model.imgsz, deploy.route, deploy.calibrator
         work = job.dir / "trt"
         work.mkdir(parents=True, exist_ok=True)
         onnx_path = Path(deploy.export(work))
-        sizes = sorted({int(x) for x in b.batch_sizes})
+        sizes = sorted(set(b.batch_sizes))
         if sizes != [stage.static_batch(onnx_path)]:
             onnx_path = stage.dynamic_batch(onnx_path, work / f"{onnx_path.stem}_dynbatch.onnx")
-        data_key = OmegaConf.to_container(cfg.data, resolve=True)
+        data_key = OmegaConf.to_container(job.cfg.data, resolve=True)
         eval_dir = job.cache("trt_eval_images", data_key, imgsz)
-        images, index = stage.eval_images(data, imgsz, int(b.eval_batch), eval_dir)
-        dr = str(deploy.dynamic_range) if route == "dynamic_range" else None
-        if route == "dynamic_range" and not dr:
+        images, index = stage.eval_images(data, imgsz, b.eval_batch, eval_dir)
+        dr = str(deploy.ranges(work)) if deploy.ranges is not None else None
+        if route == Route.dynamic_range and not dr:
             raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
         calib_dir: str | None = None
         calib_cache: str | None = None
         onnx_key = file_hash(onnx_path, 16)
-        calib_batch = int(b.calib_batch)
-        if route == "trt_builtin":
-            num = int(b.calib_num or cfg.data.calib.num)
-            calib_key = (OmegaConf.to_container(cfg.data.calib, resolve=True), imgsz, num)
+        if route == Route.trt_builtin:
+            num = b.calib_num or s.data.calib.num
+            calib_key = (dataclasses.asdict(s.data.calib), imgsz, num)
             calib_path = job.cache("trt_calib_images", *calib_key)
             stage.calib_images(data, imgsz, num, calib_path)
             calib_dir = str(calib_path)
             cache_dir = job.cache(
-                "trt_calib", onnx_key, calibrator, calib_key, calib_batch, p["tensorrt"]
+                "trt_calib", onnx_key, calibrator, calib_key, b.calib_batch, p["tensorrt"]
             )
             calib_cache = str(cache_dir / "calibration.cache")
-        sources = None if b.tactic_sources is None else [str(x) for x in b.tactic_sources]
-        timing_iters = None if b.avg_timing_iterations is None else int(b.avg_timing_iterations)
-        key = (onnx_key, dr and file_hash(Path(dr), 16), deploy.precision, route, calibrator,
-               calib_dir, sizes, float(b.workspace_gb), int(b.opt_level),
-               bool(b.fp16_fallback), bool(b.tf32), p["tensorrt"], p.get("gpu"),
-               sources, timing_iters, calib_batch if route == "trt_builtin" else None,
-               b.format_filter)  # fmt: skip
-        engine_dir = job.cache("trt_engine", *key)
         lock = Path(tempfile.gettempdir()) / "qexp-locks" / "latency.lock"
-        req = protocol.Request(
-            onnx=str(onnx_path), engine=str(engine_dir / "engine.plan"), out_dir=str(work),
-            precision=deploy.precision, route=route, calibrator=calibrator,
-            calib_dir=calib_dir, calib_cache=calib_cache, dynamic_range=dr,
+        # the engine's path is its cache entry, keyed by what the build reads of the request
+        req = worker_request(
+            b, onnx=str(onnx_path), engine="", out_dir=str(work), precision=deploy.precision,
+            route=route, calibrator=calibrator, calib_dir=calib_dir, calib_cache=calib_cache,
+            dynamic_range=dr, eval_input=str(images), batch_sizes=sizes,
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
-            workspace_gb=float(b.workspace_gb), opt_level=int(b.opt_level),
-            tactic_sources=sources, avg_timing_iterations=timing_iters, calib_batch=calib_batch,
-            format_filter=b.format_filter,
-            build_profile=bool(b.build_profile), fp16_fallback=bool(b.fp16_fallback),
-            tf32=bool(b.tf32), batch_sizes=sizes, reuse_engine=bool(b.reuse_engine),
-            eval_input=str(images), eval_batch=int(b.eval_batch),
-            eval_all_batches=bool(b.eval_all_batches), warmup=int(b.warmup), iters=int(b.iters),
-            cuda_graph=bool(b.cuda_graph), latency_lock=str(lock) if b.latency_lock else None,
-            profile_iters=int(b.profile_iters), log_level=str(b.log_level),
+            latency_lock=str(lock) if b.latency_lock else None,
         )  # fmt: skip
+        key = (onnx_key, dr and file_hash(Path(dr), 16), req.precision, route, calibrator,
+               calib_dir, sizes, req.workspace_gb, req.opt_level, req.fp16_fallback, req.tf32,
+               p["tensorrt"], p.get("gpu"), req.tactic_sources, req.avg_timing_iterations,
+               req.calib_batch if route == Route.trt_builtin else None,
+               req.format_filter)  # fmt: skip
+        req.engine = str(job.cache("trt_engine", *key) / "engine.plan")
         req.validate()
-        resp = call_worker(b, req, work / "request.json", int(b.timeout_s))
+        resp = call_worker(b, req, work / "request.json", b.timeout_s)
         try:
             self._report(job, deploy, data, resp, index, imgsz)
         finally:
@@ -232,17 +266,17 @@ class TensorRTBackend:
 
     def _report(self, job: Job, deploy: Deployable, data: EvalData, resp: protocol.Response,
                 index: dict[str, int], imgsz: int) -> None:  # fmt: skip
-        b = job.cfg.backend
+        b = self.cfg
         raw = np.load(resp.outputs[0], mmap_mode="r")
         predict = stage.lookup_predict(raw, index)
         ref = stage.torch_reference(deploy.detector, deploy.module) if b.align else None
-        metrics = stage.evaluate(predict, deploy.detector, data, imgsz, int(b.eval_batch), job, ref)
+        metrics = stage.evaluate(predict, deploy.detector, data, imgsz, b.eval_batch, job, ref)
         job.log_metrics(metrics)
         for bs, paths in sorted(resp.outputs_by_batch.items(), key=lambda kv: int(kv[0])):
             # the same images through the other profile: a broken profile or batch axis shows
             # as an mAP change, where raw-output diffs on empty anchors are only noise
             other = stage.lookup_predict(np.load(paths[0], mmap_mode="r"), index)
-            m = stage.evaluate(other, deploy.detector, data, imgsz, int(b.eval_batch))
+            m = stage.evaluate(other, deploy.detector, data, imgsz, b.eval_batch)
             job.log_metrics(
                 {
                     f"map50_95_b{bs}": m["map50_95"],

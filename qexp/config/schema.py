@@ -1,29 +1,133 @@
-"""Typed config schemas, one dataclass per axis.
+"""Typed config schemas, one dataclass per axis (a plugin's schema extends its axis's).
 
-YAML files under ``conf/<axis>/`` extend these (or a plugin's subclass) through Hydra's
-ConfigStore, so a misspelt key fails when the config is composed. Values that depend on the
-registries (observer names, families) are checked by :func:`qexp.config.validate.validate`
-right after composition, before any model is loaded.
+YAML files under ``conf/<axis>/`` extend these through Hydra's ConfigStore, so a misspelt key,
+a value of the wrong type or a choice outside its :class:`~qexp.contracts.Choice` fails when the
+config is composed. Bounds (``bounded``) and rules across fields (``rules``) are checked when
+:func:`qexp.config.settings.settings_of` turns a composed config into these objects, which
+``validate`` does for every job before any model loads; the error names the option.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
 from qexp.assets import register_resolver
+from qexp.contracts import Choice, Precision
 
 register_resolver()  # paths.assets resolves wherever a qexp config does
 
 
+class OptionError(ValueError):
+    """A schema field whose value cannot work; ``settings_of`` adds the axis to ``key``."""
+
+    def __init__(self, key: str, value: Any, why: str) -> None:
+        super().__init__(f"{key}={value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A numeric field with bounds (None, where allowed by the type, is always in bounds)."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
+
+
+_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt),
+           "le": ("<=", operator.le), "lt": ("<", operator.lt)}  # fmt: skip
+
+
+def _out_of_bounds(value: Any, meta: Any) -> str | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    for key, (sign, within) in _BOUNDS.items():
+        bound = meta.get(key)
+        if bound is not None and not within(value, bound):
+            return f"must be {sign} {bound}"
+    return None
+
+
+class Checked:
+    """Base of the schemas: ``__post_init__`` checks the ``bounded`` fields, then ``rules``
+    (a schema's rules across its fields), raising :class:`OptionError` naming the field."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            why = _out_of_bounds(getattr(self, f.name), f.metadata)
+            if why:
+                raise OptionError(f.name, getattr(self, f.name), why)
+        self.rules()
+
+    def rules(self) -> None:
+        """Raise OptionError when fields contradict each other (overridden by schemas)."""
+
+
+class Export(Choice):
+    """The ONNX a torch-side quantizer exports (its route to the backend)."""
+
+    qdq = "qdq"
+    dynamic_range = "dynamic_range"
+    none = "none"
+
+
+class Impl(Choice):
+    """Whose code calibrates: set by the quantizer choice (ptq, ptq_modelopt, ptq_mqbench)."""
+
+    native = "native"
+    modelopt = "modelopt"
+    mqbench = "mqbench"
+
+
+class TrtCalibrator(Choice):
+    """TensorRT's own INT8 calibrators (quantizer=trt_builtin); none for every other quantizer."""
+
+    none = "none"
+    minmax = "minmax"
+    entropy = "entropy"
+    entropy2 = "entropy2"
+    legacy = "legacy"
+
+
+class Metric(Choice):
+    """What a layer's sensitivity is measured by (ignore=sensitivity_topk)."""
+
+    map = "map"
+    mse = "mse"
+    cosine = "cosine"
+    sqnr = "sqnr"
+
+
+class Mode(Choice):
+    """Sensitivity: each layer quantized alone, or every layer but one."""
+
+    single = "single"
+    all_but_one = "all_but_one"
+
+
+class DataFormat(Choice):
+    coco = "coco"  # images + a COCO instances json
+    yolo = "yolo"  # an ultralytics data yaml, or images + YOLO txt labels
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     name: str = MISSING
     family: str = "ultralytics"  # a MODEL_FAMILIES name
     weights: str = MISSING  # a path, or an ultralytics name (downloads when online)
-    imgsz: int = 640
+    imgsz: int = bounded(640, ge=32)
+
+    def rules(self) -> None:
+        if self.imgsz % 32:
+            raise OptionError("imgsz", self.imgsz, "must be a multiple of 32")
 
 
 @dataclass
@@ -38,72 +142,96 @@ class CalibConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     name: str = MISSING
-    format: str = "coco"  # coco: images + instances json | yolo: an ultralytics data yaml
+    format: DataFormat = DataFormat.coco
     root: str = MISSING
     images: str = "images/val2017"
     annotations: str | None = None  # COCO instances json, relative to root
     labels: str | None = None  # YOLO txt label dir, relative to root
     yaml: str | None = None  # ultralytics data yaml (format=yolo)
-    max_images: int | None = None  # first N images (tiny runs, tests)
+    max_images: int | None = bounded(None, ge=1)  # first N images (tiny runs, tests)
     rect: bool = False  # ultralytics' rectangular batches; False = fixed square imgsz
-    batch: int = 1
-    workers: int = 0
+    batch: int = bounded(1, ge=1)
+    workers: int = bounded(0, ge=0)
     calib: CalibConfig = field(default_factory=CalibConfig)
+
+    def rules(self) -> None:
+        if self.calib.num < 1:
+            raise OptionError("calib.num", self.calib.num, "must be >= 1")
 
 
 @dataclass
-class QuantizerConfig:
+class QuantizerConfig(Checked):
     name: str = MISSING
-    precision: str = "int8"  # fp32 | fp16 | int8
-    export: str = "qdq"  # qdq | dynamic_range | none (the ONNX route to the backend)
-    impl: str = "native"  # native | modelopt | mqbench
-    w_bits: int = 8
-    a_bits: int = 8
+    precision: Precision = Precision.int8
+    export: Export = Export.qdq  # the ONNX route to the backend (none: the quantizer's own)
+    impl: Impl = Impl.native
+    w_bits: int = bounded(8, ge=2, le=16)
+    a_bits: int = bounded(8, ge=2, le=16)
     per_channel: bool = True
     # where torch work runs (calibration pass, sensitivity, AdaRound, QAT): auto = cuda when
     # torch sees a GPU, else cpu; cpu | cuda | cuda:N (qexp/device.py)
     device: str = "auto"
+    IMPL: ClassVar[Impl] = Impl.native  # whose code a quantizer of this schema runs
+
+    def rules(self) -> None:
+        from qexp.device import check_device
+
+        if check_device(self.device):
+            raise OptionError("device", self.device, "one of auto, cpu, cuda, cuda:N")
+        if self.impl != self.IMPL:
+            raise OptionError(
+                "impl", str(self.impl), f"quantizer={self.name} is impl={self.IMPL} (ModelOpt's "
+                "and MQBench's PTQ are quantizer=ptq_modelopt and quantizer=ptq_mqbench)",
+            )  # fmt: skip
 
 
 @dataclass
-class ObserverConfig:
+class ObserverConfig(Checked):
+    """The observer axis: the observer that sets activation ranges, the one that sets weight
+    ranges, and the options they read. One node serves both observers, so it holds the options
+    of the built-in ones; each observer reads and checks only its own (its ``params`` schema,
+    qexp/quant/observers.py). An observer with options of its own registers a subclass of
+    this schema (``OBSERVERS.register(name, schema=...)``) for its YAML to extend."""
+
     name: str = MISSING
     act: str = MISSING  # an OBSERVERS name for activations
     weight: str = "minmax"  # an OBSERVERS name for weights
-    percentile: float = 99.99
-    bins: int = 2048
+    percentile: float = 99.99  # percentile
+    bins: int = bounded(2048, ge=1)  # calibration histogram bins (every activation observer)
     quant_bins: int = 128  # entropy: TensorRT's 128 quantized bins
 
 
 @dataclass
-class CalibratorConfig:
-    name: str = MISSING  # none | minmax | entropy | entropy2 | legacy (TensorRT's own)
+class CalibratorConfig(Checked):
+    name: TrtCalibrator = MISSING
     cache: bool = True
 
 
 @dataclass
-class IgnoreConfig:
+class IgnoreConfig(Checked):
     name: str = MISSING
     patterns: list[str] = field(default_factory=list)  # globs over module names
-    k: int = 0  # sensitivity_topk: layers kept in float
-    metric: str = "mse"  # sensitivity metric: map | mse | cosine | sqnr
-    mode: str = "single"  # sensitivity: each layer quantized alone | all_but_one
-    images: int = 16  # sensitivity: labelled calibration images each run is scored on
+    k: int = bounded(0, ge=0)  # sensitivity_topk: layers kept in float
+    metric: Metric = Metric.mse  # sensitivity metric
+    mode: Mode = Mode.single  # sensitivity: each layer quantized alone | all_but_one
+    images: int = bounded(
+        16, ge=1
+    )  # sensitivity: labelled calibration images each run is scored on
 
 
 @dataclass
-class BackendConfig:
+class BackendConfig(Checked):
     name: str = MISSING
-    warmup: int = 10
-    iters: int = 50  # timed iterations for latency
-    threads: int = 0  # 0 = this job's share of the cores (qexp/threads.py); N = N threads
+    warmup: int = bounded(10, ge=0)
+    iters: int = bounded(50, ge=1)  # timed iterations for latency
+    threads: int = bounded(0, ge=0)  # 0 = this job's share of the cores (qexp/threads.py); N = N threads
     align: bool = True  # compare raw outputs with torch fp32
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Checked):
     name: str = MISSING
     uri: str | None = None
     experiment: str = "${experiment_name}"

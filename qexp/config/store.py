@@ -12,35 +12,13 @@ from omegaconf import OmegaConf
 
 from qexp import gpus
 from qexp.config import schema as s
-from qexp.registry import BACKENDS, MODEL_FAMILIES, QUANTIZERS, TRACKERS, Registry, load_plugins
-
-BASE_SCHEMAS: dict[str, type] = {
-    "model": s.ModelConfig,
-    "data": s.DataConfig,
-    "quantizer": s.QuantizerConfig,
-    "observer": s.ObserverConfig,
-    "calibrator": s.CalibratorConfig,
-    "ignore": s.IgnoreConfig,
-    "backend": s.BackendConfig,
-    "tracking": s.TrackingConfig,
-    "paper": s.PaperConfig,
-}
-
-PLUGIN_AXES: dict[str, Registry] = {
-    "model": MODEL_FAMILIES,
-    "quantizer": QUANTIZERS,
-    "backend": BACKENDS,
-    "tracking": TRACKERS,
-}
-
-_done = False
+from qexp.config.settings import BASE_SCHEMAS, PLUGIN_AXES
+from qexp.plugins import load_plugins
 
 
 def register_configs() -> None:
-    """Idempotent: called by the CLI and by tests that compose configs."""
-    global _done
-    if _done:
-        return
+    """Load the plugins and store every schema (idempotent; a plugin loaded later, from
+    ``$QEXP_PLUGINS``, is stored by the next call). Called by the CLI and by tests."""
     load_plugins()
     # ${qexp_gpus:} in launcher configs: one parallel job per GPU of this machine
     OmegaConf.register_new_resolver("qexp_gpus", gpus.gpu_count, replace=True)
@@ -52,4 +30,3 @@ def register_configs() -> None:
         for entry in registry:
             if entry.schema is not None:
                 cs.store(group=f"schema/{axis}", name=entry.name, node=entry.schema)
-    _done = True

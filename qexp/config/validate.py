@@ -1,4 +1,4 @@
-"""Checks that need the registries, run right after composition (before any model loads)."""
+"""The config check every job passes right after composition, before any model loads."""
 
 from __future__ import annotations
 
@@ -8,17 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from qexp.device import check_device
+from qexp.config.schema import OptionError
+from qexp.config.settings import ConfigError, Settings, settings_of
 from qexp.registry import BACKENDS, MODEL_FAMILIES, OBSERVERS, QUANTIZERS, TRACKERS, RegistryError
 
-PRECISIONS = ("fp32", "fp16", "int8")
-EXPORTS = ("qdq", "dynamic_range", "none")
-CALIBRATORS = ("none", "minmax", "entropy", "entropy2", "legacy")
-SENSITIVITY_METRICS = ("map", "mse", "cosine", "sqnr")
-
-
-class ConfigError(ValueError):
-    """A config value that composes but cannot work; the message names the option."""
+__all__ = ["ConfigError", "unknown_keys", "validate"]
 
 
 def _check_name(option: str, value: str, registry) -> None:
@@ -26,11 +20,6 @@ def _check_name(option: str, value: str, registry) -> None:
         registry.entry(value)
     except RegistryError as e:
         raise ConfigError(f"{option}={value!r}: {e}") from None
-
-
-def _check_choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{option}={value!r}: must be one of {', '.join(allowed)}")
 
 
 def unknown_keys(node: Any, where: str = "") -> list[str]:
@@ -59,8 +48,8 @@ def unknown_keys(node: Any, where: str = "") -> list[str]:
     return found
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad option."""
+def validate(cfg: DictConfig) -> Settings:
+    """The job's typed settings; raises ConfigError naming the first bad option."""
     unknown = unknown_keys(cfg)
     if unknown:
         raise ConfigError(
@@ -73,20 +62,11 @@ def validate(cfg: DictConfig) -> None:
     _check_name("tracking.name", cfg.tracking.name, TRACKERS)
     _check_name("observer.act", cfg.observer.act, OBSERVERS)
     _check_name("observer.weight", cfg.observer.weight, OBSERVERS)
-    _check_choice("quantizer.precision", cfg.quantizer.precision, PRECISIONS)
-    _check_choice("quantizer.export", cfg.quantizer.export, EXPORTS)
-    _check_choice("calibrator.name", cfg.calibrator.name, CALIBRATORS)
-    _check_choice("ignore.metric", cfg.ignore.metric, SENSITIVITY_METRICS)
-    why = check_device(str(OmegaConf.select(cfg, "quantizer.device", default="auto")))
-    if why:
-        raise ConfigError(why)
-    for opt in ("quantizer.w_bits", "quantizer.a_bits"):
-        bits = OmegaConf.select(cfg, opt)
-        if not 2 <= int(bits) <= 16:
-            raise ConfigError(f"{opt}={bits}: must be between 2 and 16")
-    if not 0 < float(cfg.observer.percentile) <= 100:
-        raise ConfigError(f"observer.percentile={cfg.observer.percentile}: must be in (0, 100]")
-    if int(cfg.model.imgsz) % 32:
-        raise ConfigError(f"model.imgsz={cfg.model.imgsz}: must be a multiple of 32")
-    if cfg.data.max_images is not None and int(cfg.data.max_images) < 1:
-        raise ConfigError(f"data.max_images={cfg.data.max_images}: must be >= 1 or null")
+    settings = settings_of(cfg)  # every schema's bounds and rules
+    for role in ("act", "weight"):  # each observer checks the parameters it reads
+        observer = OBSERVERS.get(getattr(settings.observer, role))
+        try:
+            observer.params_of(settings.observer)
+        except OptionError as e:
+            raise ConfigError(f"observer.{e} (observer.{role}={observer.name})") from None
+    return settings

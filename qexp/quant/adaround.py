@@ -24,23 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from qexp.config.schema import bounded
+from qexp.config.settings import Settings
+from qexp.contracts import Output
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
-from qexp.quant import model_cache, partial_forward
+from qexp.quant import model_cache, partial_forward, pipeline, steps
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
+from qexp.quant.deployable import make_deployable
 from qexp.quant.fakequant import QuantLayer, quant_layers
-from qexp.quant.ptq import (
-    PTQConfig,
-    calibrated,
-    check_weight_observer,
-    make_deployable,
-    quant_device,
-)
+from qexp.quant.pipeline import PTQConfig
 from qexp.quant.reconstruct import (
     BlockwiseInputs,
     Rows,
@@ -62,17 +59,18 @@ CACHE_FILES = ("weights.pt", "report.json")  # baked weights of the rounded laye
 @dataclass
 class AdaRoundConfig(PTQConfig):
     name: str = "adaround"
-    iters: int = 2000  # Adam steps per layer (papers: 10k-20k on a GPU); 0 = nearest rounding
-    lr: float = 1e-3
-    batch_rows: int = 1024  # rows (output positions) per step
-    rows: int = 16384  # rows sampled per layer over the calibration images
-    reg_weight: float = 0.01  # lambda of the rounding regulariser
-    beta_start: float = 20.0
-    beta_end: float = 2.0
-    warmup: float = 0.2  # fraction of iters without the regulariser
-    images: int | None = None  # calibration images for the rows (None: data.calib.num)
-    layers_per_pass: int = 16  # models without a block list: layers per collection pass
-    max_rows_mb: float = 1024.0  # memory bound of one pass's rows
+    # Adam steps per layer (papers: 10k-20k on a GPU); 0 = nearest rounding
+    iters: int = bounded(2000, ge=0)
+    lr: float = bounded(1e-3, gt=0)
+    batch_rows: int = bounded(1024, ge=1)  # rows (output positions) per step
+    rows: int = bounded(16384, ge=1)  # rows sampled per layer over the calibration images
+    reg_weight: float = bounded(0.01, ge=0)  # lambda of the rounding regulariser
+    beta_start: float = bounded(20.0, gt=0)
+    beta_end: float = bounded(2.0, gt=0)
+    warmup: float = bounded(0.2, ge=0, lt=1)  # fraction of iters without the regulariser
+    images: int | None = bounded(None, ge=1)  # images for the rows (None: data.calib.num)
+    layers_per_pass: int = bounded(16, ge=1)  # models without a block list: layers a pass
+    max_rows_mb: float = bounded(1024.0, gt=0)  # memory bound of one pass's rows
 
 
 class AdaRoundRounding(nn.Module):
@@ -129,12 +127,12 @@ def adaround_layer(layer: QuantLayer, rows: Rows, act: nn.Module, cfg, seed: int
     opt = torch.optim.Adam([rounder.alpha], lr=cfg.lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n = rows.x.shape[0]
-    bsz = min(int(cfg.batch_rows), n)
-    for step in range(int(cfg.iters)):
+    bsz = min(cfg.batch_rows, n)
+    for step in range(cfg.iters):
         b = torch.randint(n, (bsz,), generator=gen).to(rows.x.device)
         pred = act(apply_rows(layer, rows.x[b], wq(w)))
         loss = (pred - rows.y[b]).pow(2).sum(1).mean()
-        beta = beta_at(step, int(cfg.iters), cfg)
+        beta = beta_at(step, cfg.iters, cfg)
         if beta is not None:
             loss = loss + cfg.reg_weight * rounder.regularizer(beta)
         opt.zero_grad(set_to_none=True)
@@ -163,7 +161,7 @@ def adaround(
 
     ``images``: calibration inputs (1,3,S,S). Returns per-layer losses in execution order."""
     layers = {n: m for n, m in quant_layers(qmodel).items() if m.weight_quantizer.enabled}
-    if not layers or int(cfg.iters) <= 0:
+    if not layers or cfg.iters <= 0:
         return {}
     fmodel.to(device).eval()
     qmodel.to(device).eval()
@@ -194,10 +192,10 @@ def _fit(name: str, layer: QuantLayer, rows: Rows, qmodel: nn.Module, cfg, seed:
 def _blockwise(fmodel, qmodel, layers, order, images, cfg, seed, track, device) -> dict:
     """Sequential AdaRound: each layer's rows come from the model with every earlier layer
     already rounded (block outputs cached, see :class:`BlockwiseInputs`)."""
-    per_image = max(1, -(-int(cfg.rows) // len(images)))
+    per_image = max(1, -(-cfg.rows // len(images)))
     log.info(
         "adaround: %d layers, sequential by block over %d images, %d iters/layer on %s",
-        len(order), len(images), int(cfg.iters), device,
+        len(order), len(images), cfg.iters, device,
     )  # fmt: skip
     idx, ys = float_targets(fmodel, order, images, per_image, seed, device)
     inputs = BlockwiseInputs(qmodel, images, device)
@@ -216,19 +214,15 @@ def _blockwise(fmodel, qmodel, layers, order, images, cfg, seed, track, device) 
 def _by_passes(fmodel, qmodel, layers, order, images, cfg, seed, track, device) -> dict:
     """For models without a block list: rows for groups of layers from one pass each (within a
     group, later layers see earlier ones with nearest rounding)."""
-    passes = plan_passes(
-        layers, order, int(cfg.rows), int(cfg.layers_per_pass), float(cfg.max_rows_mb)
-    )
+    passes = plan_passes(layers, order, cfg.rows, cfg.layers_per_pass, cfg.max_rows_mb)
     log.info(
         "adaround: %d layers, %d passes over %d images, %d iters/layer on %s",
-        len(order), len(passes), len(images), int(cfg.iters), device,
+        len(order), len(passes), len(images), cfg.iters, device,
     )  # fmt: skip
     report: dict[str, dict] = {}
     done = 0
     for group in passes:
-        rows = collect(
-            fmodel, qmodel, group, images, len(images), int(cfg.rows), seed + done, device
-        )
+        rows = collect(fmodel, qmodel, group, images, len(images), cfg.rows, seed + done, device)
         for name in track(group, f"adaround: layers {done + 1}-{done + len(group)}/{len(order)}"):
             report[name] = _fit(name, layers[name], rows.pop(name), qmodel, cfg, seed, device)
         done += len(group)
@@ -254,33 +248,25 @@ def summary(report: dict[str, dict]) -> dict:
 @QUANTIZERS.register("adaround", schema=AdaRoundConfig)
 class AdaRound:
     consumes: frozenset[str] = frozenset({"observer", "ignore"})
+    produces = pipeline.INT8_OUTPUTS
 
-    def check(self, cfg: DictConfig) -> str | None:
-        q = cfg.quantizer
-        if q.precision != "int8":
-            return (
-                f"quantizer=adaround makes INT8 models; precision={q.precision} is quantizer=none"
-            )
-        if q.impl != "native":
-            return f"quantizer.impl={q.impl}: adaround runs on the native fake-quant layers only"
-        if q.export not in ("qdq", "dynamic_range"):
-            return f"quantizer.export={q.export}: adaround exports qdq or dynamic_range"
-        if q.export == "dynamic_range" and int(q.w_bits) != 8:
-            return "export=dynamic_range carries activation ranges only: w_bits must be 8"
-        if int(q.iters) < 0 or int(q.batch_rows) < 1 or int(q.rows) < 1:
-            return "quantizer.iters must be >= 0, quantizer.rows and batch_rows >= 1"
-        if not 0 <= float(q.warmup) < 1:
-            return f"quantizer.warmup={q.warmup}: a fraction in [0, 1)"
-        return check_weight_observer(cfg)
+    def __init__(self, cfg: AdaRoundConfig) -> None:
+        self.cfg = cfg
+
+    def output(self) -> Output:
+        return Output(str(self.cfg.precision), str(self.cfg.export))
+
+    def check(self, s: Settings) -> str | None:
+        return pipeline.check(self.cfg, s)
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        cfg, q = job.cfg, job.cfg.quantizer
+        s, q = job.settings, self.cfg
         t0 = time.perf_counter()
-        imgsz = int(cfg.model.imgsz)
-        c = calibrated(job, detector, data)
+        imgsz = s.model.imgsz
+        c = pipeline.calibrated(job, detector, data, q)
         qmodel, plan = c.qmodel, c.plan
-        n_img = model_cache.train_images(cfg)
-        key = model_cache.key("adaround", CACHE_VERSION, c.fmodel, cfg, plan.quantized, n_img)
+        n_img = model_cache.train_images(job.cfg)
+        key = model_cache.key("adaround", CACHE_VERSION, c.fmodel, job.cfg, plan.quantized, n_img)
         directory = job.cache("adaround", *key)
         cached = model_cache.load(directory, CACHE_FILES)
         t = time.perf_counter()
@@ -294,7 +280,7 @@ class AdaRound:
         else:
             images = data.calibration(imgsz, n_img)
             report = adaround(
-                c.fmodel, qmodel, images, q, int(cfg.seed), job.track, quant_device(job)
+                c.fmodel, qmodel, images, q, s.seed, job.track, steps.quant_device(job)
             )
             baked = {n: m.weight for n, m in quant_layers(qmodel).items() if n in report}
             model_cache.save(directory, baked, report, CACHE_FILES)
@@ -306,7 +292,7 @@ class AdaRound:
         job.add_artifact("adaround_layers", rep_path)
         job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
         info = {
-            **c.info(cfg.observer),
+            **c.info(s),
             "calib_images": c.num,
             "act_amax": c.act_amax(),
             "adaround": {**summary(report), "images": n_img, "cache": str(directory)},
@@ -314,4 +300,4 @@ class AdaRound:
         }
         log.info("adaround: %s", info["adaround"])
         tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
-        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))
+        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, q.a_bits)

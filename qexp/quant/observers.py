@@ -3,13 +3,22 @@
 Activation ranges come from a :class:`~qexp.quant.histogram.HistStats` (one calibration pass
 serves all of them); weight ranges come straight from the weight tensor, per output channel.
 Every observer returns ``amax``; the quantizer's scale is ``amax / qmax``.
+
+Each observer declares the ``params`` schema of the observer-axis options it reads (the
+percentile, the entropy's quantized bins): ``validate`` checks those for the job's observers,
+and ``params_of`` gives an observer its typed parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 
+from qexp.config.schema import Checked, OptionError, bounded
 from qexp.quant.fakequant import qrange
 from qexp.quant.histogram import HistStats
 from qexp.registry import OBSERVERS
@@ -19,14 +28,49 @@ class ObserverError(ValueError):
     """An observer used where it has no meaning (e.g. entropy on weights)."""
 
 
+@dataclass
+class NoParams(Checked):
+    """An observer that reads no option of the observer axis."""
+
+
+@dataclass
+class PercentileParams(Checked):
+    percentile: float = bounded(99.99, gt=0, le=100)  # of |x|, over all calibration values
+
+
+@dataclass
+class EntropyParams(Checked):
+    quant_bins: int = bounded(128, ge=2)  # TensorRT's 128 quantized bins
+    bins: int = 2048
+
+    def rules(self) -> None:
+        if self.quant_bins >= self.bins:
+            raise OptionError("quant_bins", self.quant_bins, f"must be < bins ({self.bins})")
+
+
+@dataclass
+class HistogramParams(Checked):
+    bins: int = bounded(2048, ge=128)  # the clip search runs from bin 128 up
+
+
 class Observer:
     name = ""
     weights = True  # usable as observer.weight
+    params: ClassVar[type] = NoParams  # the observer-axis options this observer reads
 
-    def act_amax(self, st: HistStats, cfg, bits: int) -> float:
+    @classmethod
+    def params_of(cls, ocfg: Any) -> Any:
+        """This observer's parameters out of the observer axis (``cfg.observer``), checked; an
+        option the axis lacks takes the parameter's default."""
+        names = [f.name for f in dataclasses.fields(cls.params)]
+        return cls.params(**{n: getattr(ocfg, n) for n in names if hasattr(ocfg, n)})
+
+    def act_amax(self, st: HistStats, cfg: Any, bits: int) -> float:
+        """The activation amax from calibration statistics; ``cfg``: ``params_of(...)`` (or
+        the observer axis itself, which holds every observer's options)."""
         raise NotImplementedError
 
-    def weight_amax(self, w: torch.Tensor, cfg, bits: int, per_channel: bool) -> torch.Tensor:
+    def weight_amax(self, w: torch.Tensor, cfg: Any, bits: int, per_channel: bool) -> torch.Tensor:
         raise ObserverError(
             f"observer {self.name!r} calibrates activations only; "
             "use observer.weight=minmax, percentile or mse"
@@ -65,17 +109,18 @@ class Percentile(Observer):
     """The ``observer.percentile``-th percentile of |x| over all calibration values."""
 
     name = "percentile"
+    params = PercentileParams
 
     def act_amax(self, st, cfg, bits):
         total = st.hist.sum()
         if total == 0:
             return st.amax
         cdf = np.cumsum(st.hist) / total
-        idx = int(np.searchsorted(cdf, float(cfg.percentile) / 100.0))
+        idx = int(np.searchsorted(cdf, cfg.percentile / 100.0))
         return float(min(st.edges[min(idx + 1, st.bins)], st.amax))
 
     def weight_amax(self, w, cfg, bits, per_channel):
-        q = float(cfg.percentile) / 100.0
+        q = cfg.percentile / 100.0
         return _out(torch.quantile(_flat(w, per_channel), q, dim=1), per_channel)
 
 
@@ -135,9 +180,10 @@ class Entropy(Observer):
 
     name = "entropy"
     weights = False
+    params = EntropyParams
 
     def act_amax(self, st, cfg, bits):
-        return float(min(entropy_threshold(st, int(cfg.quant_bins)), st.amax))
+        return float(min(entropy_threshold(st, cfg.quant_bins), st.amax))
 
 
 def entropy_threshold(st: HistStats, quant_bins: int = 128) -> float:
@@ -187,6 +233,7 @@ class Histogram(Observer):
 
     name = "histogram"
     weights = False
+    params = HistogramParams
     start_bin = 128
 
     def act_amax(self, st, cfg, bits):

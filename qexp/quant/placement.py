@@ -73,7 +73,7 @@ def prepare(
 ) -> QuantPlan:
     """Swap quantizable layers (except ``ignored``) for fake-quant twins, in place.
 
-    Quantizers start disabled (identity) until :func:`qexp.quant.ptq.set_ranges` gives them
+    Quantizers start disabled (identity) until :func:`qexp.quant.steps.set_ranges` gives them
     ranges. Returns what was quantized and what was not.
     """
     layers, fixed = quantizable(model)

@@ -22,50 +22,58 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from qexp.config.schema import bounded
+from qexp.config.settings import Settings
+from qexp.contracts import Choice, Output
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
-from qexp.quant import lsq, model_cache
+from qexp.quant import lsq, model_cache, pipeline, steps
 from qexp.quant.bake import int8_container
 from qexp.quant.calibrate import weights_hash
+from qexp.quant.deployable import make_deployable
 from qexp.quant.det_loss import DetectionLoss, head_outputs, logit_distill, raw_distill
 from qexp.quant.fakequant import ActQuantizer, WeightQuantizer
 from qexp.quant.ignore import head_name
+from qexp.quant.pipeline import PTQConfig
 from qexp.quant.placement import FLOAT_BLOCKS
-from qexp.quant.ptq import (
-    PTQConfig,
-    calibrated,
-    check_weight_observer,
-    make_deployable,
-    quant_device,
-)
 from qexp.registry import QUANTIZERS
 
 log = logging.getLogger("qexp")
-LOSSES = ("det", "distill", "det+distill")
+# distill (float teacher) | det (labels) | det+distill; functional: "det+distill" is no name
+Loss = Choice("Loss", [(n, n) for n in ("det", "distill", "det+distill")])  # type: ignore[call-overload]
+LOSSES = tuple(m.value for m in Loss)
+
+
+class BatchNorm(Choice):
+    fold = "fold"  # the only mode: BN folded before training (module docstring)
+
+
 CACHE_VERSION = 2  # 2: folded convs trained, scale lr relative to amax
 
 
 @dataclass
 class QATConfig(PTQConfig):
     name: str = "qat"
-    epochs: int = 10
-    lr: float = 1e-5  # weights and biases (AdamW)
-    scale_lr: float = 3e-2  # learnable amax (LSQ): Adam's step as a fraction of each PTQ amax
-    batch: int = 8
-    weight_decay: float = 0.0
+    epochs: int = bounded(10, ge=1)
+    lr: float = bounded(1e-5, ge=0)  # weights and biases (AdamW)
+    # learnable amax (LSQ): Adam's step as a fraction of each PTQ amax
+    scale_lr: float = bounded(3e-2, ge=0)
+    batch: int = bounded(8, ge=1)
+    weight_decay: float = bounded(0.0, ge=0)
     learn_scales: bool = True  # LSQ-style trainable scales; False: scales stay as PTQ set them
-    # distill (float teacher) | det (labels) | det+distill. distill by default: on coco128's
-    # 128 images the detection loss overfits (docs/results/qat.md measures the three)
-    loss: str = "distill"
-    distill_weight: float = 1.0
-    images: int | None = None  # training images from data.calib (None: data.calib.num)
+    # distill by default: on coco128's 128 images the detection loss overfits
+    # (docs/results/qat.md measures the three)
+    loss: Loss = Loss["distill"]  # type: ignore[valid-type]
+    distill_weight: float = bounded(1.0, ge=0)
+    images: int | None = bounded(
+        None, ge=1
+    )  # training images from data.calib (None: data.calib.num)
     hflip: bool = True  # random horizontal flips (labels flipped alike)
-    grad_clip: float = 10.0
-    bn: str = "fold"  # the only mode: BN folded before training (module docstring)
+    grad_clip: float = bounded(10.0, ge=0)  # 0: no clipping
+    bn: BatchNorm = BatchNorm.fold
 
 
 def _quantizers_train(model: nn.Module, on: bool) -> None:
@@ -125,7 +133,7 @@ class Trainer:
         weights = [p for p in qmodel.parameters() if id(p) not in ids and p.requires_grad]
         groups = [{"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
         for p in scales:  # amax spans 1e-3..1e2 across layers: each moves relative to its size
-            lr = float(cfg.scale_lr) * float(p.detach().abs().mean().clamp_min(1e-8))
+            lr = cfg.scale_lr * float(p.detach().abs().mean().clamp_min(1e-8))
             groups.append({"params": [p], "lr": lr, "weight_decay": 0.0})
         self.opt = torch.optim.AdamW(groups)
         head = qmodel.get_submodule(head_name(qmodel)) if self.logits else None
@@ -157,7 +165,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.q.parameters(), float(self.cfg.grad_clip))
+            nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.grad_clip)
         self.opt.step()
         lsq.freeze(self.q)
         self.history.append(parts)
@@ -218,40 +226,33 @@ def train(
 @QUANTIZERS.register("qat", schema=QATConfig)
 class QAT:
     consumes: frozenset[str] = frozenset({"observer", "ignore"})
+    produces = pipeline.INT8_OUTPUTS
 
-    def check(self, cfg: DictConfig) -> str | None:
-        q = cfg.quantizer
-        if q.precision != "int8":
-            return f"quantizer=qat makes INT8 models; precision={q.precision} is quantizer=none"
-        if q.impl != "native":
-            return f"quantizer.impl={q.impl}: qat runs on the native fake-quant layers only"
-        if q.export not in ("qdq", "dynamic_range"):
-            return f"quantizer.export={q.export}: qat exports qdq or dynamic_range"
-        if q.export == "dynamic_range" and (int(q.w_bits) != 8 or int(q.a_bits) != 8):
-            return "export=dynamic_range is TensorRT's implicit INT8: w_bits and a_bits must be 8"
-        if q.loss not in LOSSES:
-            return f"quantizer.loss={q.loss}: one of {', '.join(LOSSES)}"
-        if q.loss != "distill" and cfg.model.family != "ultralytics":
+    def __init__(self, cfg: QATConfig) -> None:
+        self.cfg = cfg
+
+    def output(self) -> Output:
+        return Output(str(self.cfg.precision), str(self.cfg.export))
+
+    def check(self, s: Settings) -> str | None:
+        q = self.cfg
+        if q.loss != "distill" and s.model.family != "ultralytics":
             return (
                 f"quantizer.loss={q.loss} uses the ultralytics detection loss; model.family="
-                f"{cfg.model.family} supports quantizer.loss=distill"
+                f"{s.model.family} supports quantizer.loss=distill"
             )
-        if q.loss != "distill" and not OmegaConf.select(cfg, "data.calib.labels"):
+        if q.loss != "distill" and not s.data.calib.labels:
             return "quantizer.loss with det needs labelled training images: set data.calib.labels"
-        if q.bn != "fold":
-            return f"quantizer.bn={q.bn}: QAT trains BN-folded layers (bn=fold) only"
-        if int(q.epochs) < 1 or int(q.batch) < 1:
-            return "quantizer.epochs and quantizer.batch must be >= 1"
-        return check_weight_observer(cfg)
+        return pipeline.check(q, s)
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        cfg, q = job.cfg, job.cfg.quantizer
+        s, q = job.settings, self.cfg
         t0 = time.perf_counter()
-        imgsz = int(cfg.model.imgsz)
-        c = calibrated(job, detector, data)
+        imgsz = s.model.imgsz
+        c = pipeline.calibrated(job, detector, data, q)
         qmodel, plan = c.qmodel, c.plan
-        n_img = model_cache.train_images(cfg)
-        key = model_cache.key("qat", CACHE_VERSION, c.fmodel, cfg, plan.quantized, n_img)
+        n_img = model_cache.train_images(job.cfg)
+        key = model_cache.key("qat", CACHE_VERSION, c.fmodel, job.cfg, plan.quantized, n_img)
         directory = job.cache("qat", *key)
         cached = model_cache.load(directory)
         t = time.perf_counter()
@@ -260,13 +261,13 @@ class QAT:
             if q.learn_scales:
                 lsq.make_learnable(qmodel)
             qmodel.load_state_dict(state)
-            epochs, steps = meta["epochs"], meta.get("steps", [])
+            epochs, steps_ = meta["epochs"], meta.get("steps", [])
             log.info("qat: fine-tuned weights loaded from the cache %s", directory)
         else:
-            epochs, steps = self._train(job, detector, data, c.fmodel, qmodel, n_img)
-            model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs, "steps": steps})
+            epochs, steps_ = self._train(job, detector, data, c.fmodel, qmodel, n_img)
+            model_cache.save(directory, qmodel.state_dict(), {"epochs": epochs, "steps": steps_})
             job.log_metrics({"qat_s": time.perf_counter() - t})
-        write_loss_curve(job, steps, epochs)
+        write_loss_curve(job, steps_, epochs)
         low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
         qmodel.eval()
         job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
@@ -274,32 +275,29 @@ class QAT:
             job.log_metrics({f"qat_{k}_first": v for k, v in epochs[0].items() if k != "epoch"})
             job.log_metrics({f"qat_{k}_last": v for k, v in epochs[-1].items() if k != "epoch"})
         info = {
-            **c.info(cfg.observer),
+            **c.info(s),
             "qat": {
                 "images": n_img, "epochs": epochs, "cache": str(directory), "loss": str(q.loss),
-                "learn_scales": bool(q.learn_scales), "bn": "folded before training",
+                "learn_scales": q.learn_scales, "bn": "folded before training",
             },
             "int8_container_layers": len(low),
         }  # fmt: skip
         tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
-        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, int(q.a_bits))
+        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, q.a_bits)
 
-    @staticmethod
-    def _train(job, detector, data, fmodel, qmodel, n_img: int) -> tuple[list[dict], list[dict]]:
+    def _train(
+        self, job, detector, data, fmodel, qmodel, n_img: int
+    ) -> tuple[list[dict], list[dict]]:
         """Fine-tune ``qmodel`` in place (on the GPU when present). Returns the per-epoch mean
         losses and the per-step losses."""
-        cfg, q = job.cfg, job.cfg.quantizer
-        samples = list(data.calibration_samples(int(cfg.model.imgsz), n_img))
-        device = quant_device(job)
+        s, q = job.settings, self.cfg
+        samples = list(data.calibration_samples(s.model.imgsz, n_img))
+        device = steps.quant_device(job)
         fmodel.to(device)
         qmodel.to(device)
-        family = str(cfg.model.family)
-        trainer = Trainer(qmodel, fmodel, q, int(detector.num_classes), family, device)
+        trainer = Trainer(qmodel, fmodel, q, detector.num_classes, s.model.family, device)
         with torch.enable_grad():
-            epochs = train(
-                trainer, samples, int(q.epochs), int(q.batch), bool(q.hflip), int(cfg.seed),
-                job.track,
-            )  # fmt: skip
+            epochs = train(trainer, samples, q.epochs, q.batch, q.hflip, s.seed, job.track)
         trainer.finish()
         qmodel.cpu()
         fmodel.cpu()

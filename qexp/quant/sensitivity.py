@@ -15,6 +15,7 @@ sweep over k or over quantizers runs it once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -24,7 +25,6 @@ from typing import cast
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from qexp import cache
@@ -36,10 +36,12 @@ from qexp.quant import partial_forward
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.fakequant import ActQuantizer, Quantizer, quant_layers
 from qexp.quant.placement import QuantPlan
+from qexp.quant.sensitivity_rank import METRICS, MODES, ranking, scores
+from qexp.quant.sensitivity_report import ARTIFACTS, write_artifacts
+from qexp.quant.steps import calibrate, prepare_model, quant_device, set_ranges
 
+__all__ = ["METRICS", "MODES", "analyze", "ignore_patterns", "ranking", "scores"]
 log = logging.getLogger("qexp")
-METRICS = ("map", "mse", "cosine", "sqnr")
-MODES = ("single", "all_but_one")
 _RESULT = "sensitivity.json"  # the analysis; its CSV, summary and plot beside it
 CACHE_VERSION = 2  # 2: output metrics on channel-standardised outputs
 
@@ -186,53 +188,6 @@ def analyze(
     return {"layers": names, "reference": reference, "rows": rows, "images": len(images)}
 
 
-def scores(result: dict, mode: str, metric: str) -> dict[str, float]:
-    """Layer -> sensitivity (larger: keeping the layer float helps more).
-
-    single: the damage quantizing the layer alone does (mAP lost, MSE, 1 - cosine, -SQNR);
-    all_but_one: what leaving it float recovers from full quantization (mAP gained, MSE
-    removed, cosine gained, SQNR gained)."""
-    if mode not in MODES or metric not in METRICS:
-        raise ValueError(f"sensitivity mode {mode!r} / metric {metric!r}: {MODES} x {METRICS}")
-    ref = result["reference"]
-    out = {}
-    for r in result["rows"]:
-        if r["mode"] != mode:
-            continue
-        v = r[metric]
-        if mode == "single":
-            s = {"map": ref["float"]["map"] - v, "mse": v, "cosine": 1 - v, "sqnr": -v}[metric]
-        else:
-            q = ref["quantized"][metric]
-            s = {"map": v - q, "mse": q - v, "cosine": v - q, "sqnr": v - q}[metric]
-        out[r["layer"]] = float(s)
-    if not out:
-        raise ValueError(f"the sensitivity analysis has no {mode!r} rows")
-    return out
-
-
-def ranking(result: dict, mode: str, metric: str) -> list[str]:
-    """Layers, most sensitive first (ties keep execution order)."""
-    s = scores(result, mode, metric)
-    order = {n: i for i, n in enumerate(result["layers"])}
-    return sorted(s, key=lambda n: (-s[n], order[n]))
-
-
-def ignore_settings(cfg) -> tuple[int, str, str, int]:
-    """(k, metric, mode, images) of ``cfg.ignore``, checked."""
-    ig = cfg.ignore
-    k, metric, mode, images = int(ig.k), str(ig.metric), str(ig.mode), int(ig.images)
-    if images < 1:
-        raise ValueError(f"ignore.images={images}: score each run on at least one image")
-    if k < 0:
-        raise ValueError(f"ignore.k={k}: the number of layers kept float must be >= 0")
-    if metric not in METRICS:
-        raise ValueError(f"ignore.metric={metric!r}: one of {', '.join(METRICS)}")
-    if mode not in MODES:
-        raise ValueError(f"ignore.mode={mode!r}: one of {', '.join(MODES)}")
-    return k, metric, mode, images
-
-
 def _adopt_v1(entry: Path) -> dict | None:
     """Entries of qexp before the shared cache protocol: whole when sensitivity.json (written
     last) is there."""
@@ -241,29 +196,22 @@ def _adopt_v1(entry: Path) -> dict | None:
 
 def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -> tuple[dict, str]:
     """The analysis for this job's model, data and quantization settings (computed once)."""
-    from qexp.quant.ptq import calibrate, prepare_model, quant_device, set_ranges
-    from qexp.quant.sensitivity_report import ARTIFACTS, write_artifacts
-
-    cfg = job.cfg
-    q, imgsz = cfg.quantizer, int(cfg.model.imgsz)
-    fold = bool(OmegaConf.select(cfg, "quantizer.fold_bn", default=True))
-    fmodel, qmodel, plan = prepare_model(detector.module, [], q, fold)
+    s = job.settings
+    q, imgsz = s.quantizer, s.model.imgsz
+    fmodel, qmodel, plan = prepare_model(detector.module, [], q, getattr(q, "fold_bn", True))
     qkey = {
-        k: OmegaConf.select(cfg, f"quantizer.{k}", default=None)
-        for k in ("w_bits", "a_bits", "per_channel", "residual", "fold_bn")
+        k: getattr(q, k, None) for k in ("w_bits", "a_bits", "per_channel", "residual", "fold_bn")
     }
     key = (
         "sensitivity", CACHE_VERSION, weights_hash(fmodel), imgsz,
-        OmegaConf.to_container(cfg.data.calib, resolve=True), images, qkey,
-        OmegaConf.to_container(cfg.observer, resolve=True),
+        dataclasses.asdict(s.data.calib), images, qkey, dataclasses.asdict(s.observer),
     )  # fmt: skip
     directory = job.cache("sensitivity", *key)
     built: dict[str, dict] = {}
 
     def build(tmp: Path) -> list[str]:
-        num = OmegaConf.select(cfg, "data.calib.num")
-        stats, _, _ = calibrate(job, fmodel, data, imgsz, num, int(cfg.observer.bins))
-        set_ranges(qmodel, plan, stats, cfg.observer)
+        stats, _, _ = calibrate(job, fmodel, data, imgsz, s.data.calib.num, s.observer.bins)
+        set_ranges(qmodel, plan, stats, s.observer)
         samples = list(data.calibration_samples(imgsz, images))  # type: ignore[attr-defined]
         t = time.perf_counter()
         device = quant_device(job)
@@ -293,14 +241,12 @@ def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -
 def ignore_patterns(job: Job, detector: Detector, data: EvalData) -> list[str]:
     """The ignore patterns of this job: ``ignore.patterns``, plus, for
     ``ignore=sensitivity_topk``, the top ``ignore.k`` layers by ``ignore.metric``."""
-    cfg = job.cfg
-    patterns = [str(p) for p in cfg.ignore.patterns]
-    if str(cfg.ignore.name) != "sensitivity_topk":
+    ig = job.settings.ignore
+    patterns = list(ig.patterns)
+    if ig.name != "sensitivity_topk":
         return patterns
-    from qexp.quant.sensitivity_report import ARTIFACTS
-
-    k, metric, mode, images = ignore_settings(cfg)
-    result, directory = cached_analysis(job, detector, data, images)
+    k, metric, mode = ig.k, str(ig.metric), str(ig.mode)
+    result, directory = cached_analysis(job, detector, data, ig.images)
     top = ranking(result, mode, metric)[:k]
     job.info["sensitivity_topk"] = {
         "k": k, "metric": metric, "mode": mode, "images": result["images"], "layers": top,

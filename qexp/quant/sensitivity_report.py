@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from qexp.quant.sensitivity import METRICS, MODES, ranking, scores
+from qexp.quant.sensitivity_rank import METRICS, MODES, ranking, scores
 
 ARTIFACTS = {"table": "sensitivity.csv", "summary": "sensitivity.md", "plot": "sensitivity.png"}
 

@@ -1,3 +1,1 @@
-"""Tracking sinks; importing this package registers them."""
-
-from qexp.tracking import mlflow_server, mlflow_sink  # noqa: F401
+"""Tracking sinks (registered by qexp.plugins.load_plugins)."""

@@ -1,7 +1,7 @@
 """The file protocol between the client backend and the worker: one request JSON in, one out.
 
 Standard library only: the client (Python 3.12, torch) and the worker (Python 3.10, TensorRT)
-both import this module.
+both import this module (and qexp.contracts, the precisions and routes, standard library too).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "int8")
-ROUTES = ("float", "qdq", "dynamic_range", "trt_builtin")
+from qexp.contracts import PRECISIONS, ROUTES
+
 CALIBRATORS = ("minmax", "entropy", "entropy2", "legacy")
 # trt.TacticSource members a request may enable (None = TensorRT's own default set)
 TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")

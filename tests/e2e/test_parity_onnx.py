@@ -41,8 +41,8 @@ def run_ort_job(tmp: Path, overrides: list[str]) -> Job:
     job = Job(cfg=cfg, dir=tmp / "job", cache_dir=tmp / "cache")
     detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    deploy = QUANTIZERS.get("none")().quantize(job, detector, data)
-    BACKENDS.get("onnxruntime")().run(job, deploy, data)
+    deploy = QUANTIZERS.build(job.settings.quantizer).quantize(job, detector, data)
+    BACKENDS.build(job.settings.backend).run(job, deploy, data)
     return job
 
 

@@ -66,10 +66,12 @@ def ultralytics_val(tmp: Path, n: int | None, rect: bool, batch: int) -> dict[st
 
 
 def qexp_val(n: int | None, rect: bool, batch: int) -> dict[str, float]:
-    import qexp.models  # noqa: F401  (registers the families)
     from qexp.data import load_eval_data
     from qexp.eval import evaluate
+    from qexp.plugins import load_plugins
     from qexp.registry import MODEL_FAMILIES
+
+    load_plugins()
 
     det = MODEL_FAMILIES.get("ultralytics")({"name": "yolov8n", "weights": str(WEIGHTS)}, None)
     data = load_eval_data(

@@ -33,7 +33,7 @@ def _setup(compose, tmp_path, *overrides):
 
 def test_yolov8n_qdq_and_dynamic_range(compose, tmp_path):
     cfg, job, det, data = _setup(compose, tmp_path, "model=yolov8n", "observer=percentile")
-    deploy = QUANTIZERS.get("ptq")().quantize(job, det, data)
+    deploy = QUANTIZERS.build(job.settings.quantizer).quantize(job, det, data)
     assert len(deploy.info["quantized"]) == 63 and deploy.info["ignored"] == []
     assert deploy.info["float_by_design"] == ["model.22.dfl.conv"]
     path = deploy.export(tmp_path / "qdq")
@@ -52,13 +52,13 @@ def test_yolov8n_qdq_and_dynamic_range(compose, tmp_path):
     cfg2, job2, _, _ = _setup(
         compose, tmp_path, "model=yolov8n", "observer=percentile", "quantizer.export=dynamic_range"
     )
-    dr = QUANTIZERS.get("ptq")().quantize(job2, det, data)
+    dr = QUANTIZERS.build(job2.settings.quantizer).quantize(job2, det, data)
     assert dr.info["calib_cache"] == "hit"  # the calibration pass was not repeated
     fp32_path = dr.export(tmp_path / "dr")
     fp32 = onnx.load(str(fp32_path))
     onnx.checker.check_model(fp32)
     assert count_qdq(fp32)["QuantizeLinear"] == 0
-    ranges = json.loads(dr.dynamic_range.read_text())
+    ranges = json.loads(dr.ranges(tmp_path / "dr").read_text())
     names = {o for nd in fp32.graph.node for o in nd.output} | {i.name for i in fp32.graph.input}
     assert len(ranges) > 50 and set(ranges) <= names
     assert all(v > 0 for v in ranges.values())
@@ -66,7 +66,7 @@ def test_yolov8n_qdq_and_dynamic_range(compose, tmp_path):
 
 def test_yolov5n_ignore_head_and_bad_pattern(compose, tmp_path):
     cfg, job, det, data = _setup(compose, tmp_path, "model=yolov5n", "ignore=head")
-    deploy = QUANTIZERS.get("ptq")().quantize(job, det, data)
+    deploy = QUANTIZERS.build(job.settings.quantizer).quantize(job, det, data)
     assert deploy.info["ignored"] and all(n.startswith("model.24.") for n in deploy.info["ignored"])
     assert not any(n.startswith("model.24.") for n in deploy.info["quantized"])
     path = deploy.export(tmp_path / "qdq")
@@ -74,4 +74,4 @@ def test_yolov5n_ignore_head_and_bad_pattern(compose, tmp_path):
 
     cfg, job, det, data = _setup(compose, tmp_path, "model=yolov5n", "ignore.patterns=[model.42.*]")
     with pytest.raises(IgnoreError, match=r"model\.42\.\*.*close names: model\.(2|4)"):
-        QUANTIZERS.get("ptq")().quantize(job, det, data)
+        QUANTIZERS.build(job.settings.quantizer).quantize(job, det, data)

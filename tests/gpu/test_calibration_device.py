@@ -15,7 +15,7 @@ convolutions, TF32 is off during these passes):
 - a PTQ job's mAP50-95 and mAP50 (coco_val, 206 images, ONNX Runtime) with the calibration on
   CUDA vs on the CPU: within 0.002 absolute.
 
-These bounds are why the calibration cache is not split by device (qexp/quant/ptq.py).
+These bounds are why the calibration cache is not split by device (qexp/quant/steps.py).
 Skips itself without CUDA; TensorRT is not needed. On the GPU machine:
 `pytest -m gpu tests/gpu/test_calibration_device.py -s` (-s prints the measured worst cases).
 """
@@ -82,7 +82,7 @@ def test_cuda_calibration_pass_equals_the_cpu_pass(compose, tmp_path):
     from qexp.job import Job
     from qexp.quant.calibrate import collect_stats
     from qexp.quant.placement import quantizable
-    from qexp.quant.ptq import float_twin
+    from qexp.quant.steps import float_twin
     from qexp.registry import MODEL_FAMILIES
 
     cfg = compose(["quantizer=ptq"])

@@ -15,8 +15,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import qexp.quant.adaround  # noqa: F401  (registers quantizer=adaround)
-import qexp.quant.qat  # noqa: F401  (registers quantizer=qat)
 from qexp.job import Job
 from qexp.quant.adaround import AdaRound
 from qexp.quant.export import count_qdq
@@ -43,7 +41,7 @@ def _setup(tmp_path, compose, *overrides):
 
 
 def test_qat_steps_on_cuda_lower_the_distillation_loss(tmp_path, compose):
-    from qexp.quant.ptq import calibrate, prepare_model, set_ranges
+    from qexp.quant.steps import calibrate, prepare_model, set_ranges
 
     cfg, job, det, data = _setup(tmp_path, compose, "quantizer=qat", "observer=minmax")
     fmodel, qmodel, plan = prepare_model(det.module, [], cfg.quantizer)
@@ -77,7 +75,7 @@ def test_qat_and_adaround_quantizers_train_on_cuda_and_export(tmp_path, compose)
         tmp_path, compose, "quantizer=qat", "quantizer.epochs=1", "quantizer.batch=2"
     )
     assert cfg.quantizer.device == "auto"
-    deploy = QAT().quantize(job, det, data)
+    deploy = QAT(job.settings.quantizer).quantize(job, det, data)
     assert len(deploy.info["qat"]["epochs"]) == 1 and job.metrics["qat_s"] > 0
     assert job.info["quant_device"].startswith("cuda:")  # calibration and training
     assert job.info["calib_device"].startswith("cuda:")
@@ -90,7 +88,7 @@ def test_qat_and_adaround_quantizers_train_on_cuda_and_export(tmp_path, compose)
         tmp_path / "ada", compose, "quantizer=adaround", "quantizer.w_bits=4",
         "quantizer.iters=30", "quantizer.rows=1024", "quantizer.batch_rows=256",
     )  # fmt: skip
-    deploy = AdaRound().quantize(job, det, data)
+    deploy = AdaRound(job.settings.quantizer).quantize(job, det, data)
     assert job.info["quant_device"].startswith("cuda:")
     s = deploy.info["adaround"]
     assert s["rec_loss_adaround"] < s["rec_loss_nearest"]

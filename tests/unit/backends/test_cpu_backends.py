@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from qexp.backends.latency import fixed_batch, latency_metrics, measure
+from qexp.config.validate import validate
 from qexp.job import Job
 from qexp.registry import BACKENDS, MODEL_FAMILIES, QUANTIZERS
+from qexp.runner import combination_reason
 
 TINY = ["data=tiny", "data.max_images=3", "model.imgsz=320", "backend.warmup=1", "backend.iters=3"]
 
@@ -24,7 +26,7 @@ def _float_deploy(cfg, job):
 
     detector = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    return QUANTIZERS.get("none")().quantize(job, detector, data), data
+    return QUANTIZERS.build(job.settings.quantizer).quantize(job, detector, data), data
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def tiny_runs(tmp_path_factory):
             cfg = compose("config", [*TINY, f"backend={backend}", f"paths.output_dir={tmp}"])
         job = _job(cfg, tmp, name)
         deploy, data = _float_deploy(cfg, job)
-        BACKENDS.get(backend)().run(job, deploy, data)
+        BACKENDS.build(job.settings.backend).run(job, deploy, data)
         runs[name] = job
     return runs
 
@@ -88,25 +90,24 @@ def test_torch_backend_scores_the_module_alignment_used(tiny_runs):
 @pytest.mark.parametrize(
     ("overrides", "backend", "why"),
     [
-        (["quantizer=fp16"], "onnxruntime", "fp16"),
-        (["quantizer=fp16"], "torch", "fp16"),
-        (["quantizer=trt_builtin"], "onnxruntime", "trt_builtin"),
-        (["quantizer=trt_builtin"], "torch", "trt_builtin"),
-        (["quantizer.export=dynamic_range"], "onnxruntime", "dynamic_range"),
+        (["quantizer=fp16"], "onnxruntime", "no precision fp16: fp16 is not measured on the CPU"),
+        (["quantizer=fp16"], "torch", "no precision fp16: fp16 is not measured on the CPU"),
+        (["quantizer=trt_builtin", "calibrator=minmax"], "onnxruntime", "no route trt_builtin"),
+        (["quantizer=trt_builtin", "calibrator=minmax"], "torch", "no route trt_builtin"),
+        (["quantizer=ptq_dr"], "onnxruntime", "no route dynamic_range"),
     ],
 )
-def test_check_refuses_what_the_cpu_cannot_run(compose, overrides, backend, why):
-    cfg = compose([*overrides, f"backend={backend}"])
-    reason = BACKENDS.get(backend)().check(cfg)
-    assert reason and why in reason
+def test_runner_refuses_what_the_cpu_cannot_run(compose, overrides, backend, why):
+    reason = combination_reason(validate(compose([*overrides, f"backend={backend}"])))
+    assert reason and why in reason and f"backend={backend}" in reason
 
 
-def test_check_accepts_float_and_qdq(compose):
+def test_cpu_backends_take_float_and_qdq(compose):
     for backend in ("onnxruntime", "torch"):
-        assert BACKENDS.get(backend)().check(compose([f"backend={backend}"])) is None
-        assert (
-            BACKENDS.get(backend)().check(compose([f"backend={backend}", "quantizer=ptq"])) is None
-        )
+        for quantizer in ("none", "ptq"):
+            s = validate(compose([f"backend={backend}", f"quantizer={quantizer}"]))
+            assert combination_reason(s) is None
+    assert combination_reason(validate(compose(["backend=torch", "quantizer=ptq_dr"]))) is None
 
 
 def test_latency_helpers():

@@ -120,11 +120,11 @@ def test_a_job_records_and_applies_its_threads(tmp_path, compose):
     job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
     det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    deploy = QUANTIZERS.get("none")().quantize(job, det, data)
+    deploy = QUANTIZERS.build(job.settings.quantizer).quantize(job, det, data)
     seen: list[int] = []
     deploy.module.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
-    BACKENDS.get("onnxruntime")().run(job, deploy, data)
+    BACKENDS.build(job.settings.backend).run(job, deploy, data)
     assert seen and set(seen) == {1}  # the alignment pass ran on backend.threads
     assert torch.get_num_threads() == before
     assert job.info["threads"] == job.info["ort_threads"] == 1

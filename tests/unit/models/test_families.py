@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import qexp.models  # noqa: F401  (importing registers the families)
+from qexp.plugins import load_plugins
 from qexp.registry import MODEL_FAMILIES
 
+load_plugins()  # the families register when their modules load
 V8 = "yolov8n-coco-from-ovint8.pt"
 V5 = "yolov5n-v6.1-coco.pt"
 

@@ -9,11 +9,12 @@ import sys
 import pytest
 import torch
 
-import qexp.models  # noqa: F401  (importing registers the families)
 from qexp.models.safe_load import UnsafeCheckpointError, classic_global
+from qexp.plugins import load_plugins
 from qexp.registry import MODEL_FAMILIES
 from tests.conftest import ASSETS
 
+load_plugins()  # the families register when their modules load
 V5 = ASSETS / "weights" / "yolov5n-v6.1-coco.pt"
 V8 = ASSETS / "weights" / "yolov8n-coco-from-ovint8.pt"
 
@@ -57,7 +58,8 @@ def test_refusal_holds_in_a_fresh_process(crafted):
     """The CLI's path: offline.setup() before ultralytics is imported, then the family."""
     path, marker = crafted
     code = (
-        "import sys; from qexp import offline; offline.setup(); import qexp.models; "
+        "import sys; from qexp import offline; offline.setup(); "
+        "from qexp.plugins import load_plugins; load_plugins(); "
         "from qexp.registry import MODEL_FAMILIES as M; "
         "M.get('ultralytics')({'name': 'x', 'weights': sys.argv[1]}, None)"
     )

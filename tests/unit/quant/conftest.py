@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 from qexp.interfaces import Deployable
+from qexp.plugins import load_plugins
+
+load_plugins()  # the quantizers and observers these tests drive register when their modules load
 
 
 class Conv(nn.Module):

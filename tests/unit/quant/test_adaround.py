@@ -13,13 +13,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-import qexp.quant.adaround  # noqa: F401  (registers quantizer=adaround before configs compose)
+from qexp.config.validate import validate
 from qexp.job import Job
 from qexp.quant.adaround import AdaRound, AdaRoundConfig, AdaRoundRounding, adaround_layer, beta_at
 from qexp.quant.bake import int8_container
 from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import QuantConv2d, quant_layers
 from qexp.quant.reconstruct import Rows, apply_rows, patches
+from qexp.runner import combination_reason
 
 from .conftest import export_and_run
 
@@ -143,11 +144,11 @@ def test_adaround_quantizer_end_to_end(tmp_path, compose, assets):
             "quantizer.layers_per_pass=32", "data.calib.num=4", "data.max_images=2",
         ]
     )  # fmt: skip
-    assert AdaRound().check(cfg) is None
+    assert combination_reason(validate(cfg)) is None
     job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
     det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    deploy = AdaRound().quantize(job, det, data)
+    deploy = AdaRound(job.settings.quantizer).quantize(job, det, data)
     s = deploy.info["adaround"]
     assert s["layers"] == len(deploy.info["quantized"]) > 50
     assert s["rec_loss_adaround"] < s["rec_loss_nearest"]
@@ -163,7 +164,7 @@ def test_adaround_quantizer_end_to_end(tmp_path, compose, assets):
     assert cos > 0.999
 
     job2 = Job(cfg=cfg, dir=tmp_path / "job2", cache_dir=tmp_path / "cache")
-    again = AdaRound().quantize(job2, det, data)
+    again = AdaRound(job2.settings.quantizer).quantize(job2, det, data)
     assert "adaround_s" not in job2.metrics  # served from the cache
     w1 = {n: m.weight for n, m in quant_layers(deploy.module).items()}
     for n, m in quant_layers(again.module).items():
@@ -171,9 +172,14 @@ def test_adaround_quantizer_end_to_end(tmp_path, compose, assets):
 
 
 def test_check_refuses_bad_combinations(compose):
-    bad = compose(["quantizer=adaround", "quantizer.export=dynamic_range", "quantizer.w_bits=4"])
-    assert "w_bits must be 8" in AdaRound().check(bad)
-    assert "activations only" in AdaRound().check(
-        compose(["quantizer=adaround", "observer.weight=entropy"])
-    )
-    assert AdaRound().check(compose(["quantizer=adaround"])) is None
+    """The rules every fake-quant quantizer shares (qexp.quant.pipeline.check): AdaRound used to
+    let a_bits != 8 through to export=dynamic_range, whose JSON TensorRT applies at 8 bits."""
+
+    def reason(*over):
+        return combination_reason(validate(compose(["quantizer=adaround", *over])))
+
+    for bits in ("quantizer.w_bits=4", "quantizer.a_bits=4"):
+        why = reason("quantizer.export=dynamic_range", bits, "backend=torch")
+        assert "w_bits and a_bits must be 8" in why
+    assert "activations only" in reason("observer.weight=entropy")
+    assert reason() is None and reason("quantizer.w_bits=4") is None

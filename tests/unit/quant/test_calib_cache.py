@@ -6,7 +6,7 @@ import numpy as np
 
 from qexp.quant.calibrate import cached_stats, load_stats
 from qexp.quant.placement import quantizable
-from qexp.quant.ptq import float_twin
+from qexp.quant.steps import float_twin
 
 from .conftest import ImageData
 

@@ -7,28 +7,33 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
 from qexp.config.validate import ConfigError, validate
-from qexp.registry import QUANTIZERS
+from qexp.runner import combination_reason
 
 
 def test_ptq_configs_compose(compose):
     cfg = compose(["quantizer=ptq", "observer=entropy", "ignore=head"])
-    validate(cfg)
-    assert cfg.quantizer.impl == "native" and cfg.quantizer.residual is True
-    assert list(cfg.ignore.patterns) == ["@head"]
-    assert QUANTIZERS.get("ptq")().check(cfg) is None
-    mo = compose(["quantizer=ptq_modelopt", "observer=minmax"])
-    assert mo.quantizer.impl == "modelopt" and mo.quantizer.name == "ptq"
-    mq = compose(["quantizer=ptq_mqbench"])
-    assert mq.quantizer.export == "dynamic_range" and mq.quantizer.impl == "mqbench"
+    s = validate(cfg)
+    assert s.quantizer.impl == "native" and s.quantizer.residual is True
+    assert s.ignore.patterns == ["@head"]
+    assert combination_reason(s) is None
+    mo = validate(compose(["quantizer=ptq_modelopt", "observer=minmax"])).quantizer
+    assert mo.impl == "modelopt" and mo.name == "ptq_modelopt" and mo.export == "qdq"
+    mq = validate(compose(["quantizer=ptq_mqbench"])).quantizer
+    assert mq.export == "dynamic_range" and mq.impl == "mqbench" and mq.name == "ptq_mqbench"
 
 
-def test_mqbench_skipped_when_missing(compose, monkeypatch):
-    """Without MQBench installed the job is SKIPPED with the install hint."""
-    from qexp.quant import mqbench_ptq
+@pytest.mark.parametrize(("quantizer", "package", "extra"), [
+    ("ptq_mqbench", "MQBench", "mqbench"), ("ptq_modelopt", "NVIDIA ModelOpt", "modelopt"),
+])  # fmt: skip
+def test_third_party_quantizers_skipped_when_missing(
+    compose, monkeypatch, quantizer, package, extra
+):
+    """Without the optional library installed the job is SKIPPED with the install hint."""
+    from qexp.quant.plugins import guard
 
-    monkeypatch.setattr(mqbench_ptq, "find_spec", lambda name: None)
-    reason = QUANTIZERS.get("ptq")().check(compose(["quantizer=ptq_mqbench"]))
-    assert "needs MQBench" in reason and "pip install 'qexp[mqbench]'" in reason
+    monkeypatch.setattr(guard, "find_spec", lambda name: None)
+    reason = combination_reason(validate(compose([f"quantizer={quantizer}"])))
+    assert f"needs {package}" in reason and f"pip install 'qexp[{extra}]'" in reason
 
 
 def test_unknown_observer_fails_at_compose_time(compose):

@@ -1,4 +1,4 @@
-"""impl=modelopt on the tiny net: ModelOpt's calibrators, our Q/DQ export, ORT agreement.
+"""quantizer=ptq_modelopt on the tiny net: ModelOpt's calibrators, our Q/DQ export, ORT agreement.
 Skipped when ModelOpt is not installed (it is an optional extra)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import torch
 
 from qexp.job import Job
 from qexp.quant.export import count_qdq
-from qexp.quant.ptq import PTQ
+from qexp.quant.plugins.modelopt import ModelOptPTQ
+from qexp.runner import combination_reason
 
 from .conftest import ImageData, export_and_run
 from .test_ptq import IMGSZ, _cfg
@@ -17,13 +18,24 @@ from .test_ptq import IMGSZ, _cfg
 pytest.importorskip("modelopt.torch.quantization", reason="ModelOpt not installed")
 
 
+def _mo_cfg(**over):
+    return _cfg(**{"quantizer.name": "ptq_modelopt", "quantizer.impl": "modelopt", **over})
+
+
+def _job(cfg, directory):
+    return Job(cfg=cfg, dir=directory / "job", cache_dir=directory.parent / "cache")
+
+
+def _quantize(job, detector, data):
+    return ModelOptPTQ(job.settings.quantizer).quantize(job, detector, data)
+
+
 @pytest.mark.parametrize("observer", ["minmax", "entropy"])
 def test_modelopt_route(tiny_detector, tmp_path, observer):
-    cfg = _cfg(**{"quantizer.impl": "modelopt", "observer.act": observer})
-    assert PTQ().check(cfg) is None
-    job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
+    job = _job(_mo_cfg(**{"observer.act": observer}), tmp_path / "a")
+    assert combination_reason(job.settings) is None
     data = ImageData()
-    deploy = PTQ().quantize(job, tiny_detector, data)
+    deploy = _quantize(job, tiny_detector, data)
     assert deploy.info["impl"] == "modelopt"
     assert deploy.info["observer"]["modelopt_method"] == {"minmax": "max"}.get(observer, observer)
     assert deploy.info["float_by_design"] == ["model.3.dfl.conv"]
@@ -33,25 +45,25 @@ def test_modelopt_route(tiny_detector, tmp_path, observer):
     np.testing.assert_allclose(got, want, atol=1e-3)
 
 
-def test_modelopt_check_reasons():
-    assert "weights with max" in PTQ().check(
-        _cfg(**{"quantizer.impl": "modelopt", "observer.weight": "mse"})
-    )
-    assert "no calibrator" in PTQ().check(
-        _cfg(**{"quantizer.impl": "modelopt", "observer.act": "histogram"})
-    )
+def test_modelopt_check_reasons(tmp_path):
+    def reason(**over):
+        return combination_reason(_job(_mo_cfg(**over), tmp_path).settings)
+
+    assert "weights with max" in reason(**{"observer.weight": "mse"})
+    assert "no calibrator" in reason(**{"observer.act": "histogram"})
+    assert "int8 by route qdq" in reason(**{"quantizer.export": "dynamic_range"})
 
 
 def test_modelopt_calibration_cached(tiny_detector, tmp_path):
     """A second job with the same calibration (e.g. another backend) loads the amaxes."""
-    from qexp.quant.modelopt_ptq import amax_state
+    from qexp.quant.plugins.modelopt import amax_state
 
-    cfg = _cfg(**{"quantizer.impl": "modelopt", "observer.act": "entropy"})
+    cfg = _mo_cfg(**{"observer.act": "entropy"})
     data = ImageData()
     deploys = []
     for i in range(2):
-        job = Job(cfg=cfg, dir=tmp_path / f"job{i}", cache_dir=tmp_path / "cache")
-        deploys.append(PTQ().quantize(job, tiny_detector, data))
+        job = _job(cfg, tmp_path / f"job{i}")
+        deploys.append(_quantize(job, tiny_detector, data))
     assert [d.info["calib_cache"] for d in deploys] == ["miss", "hit"]
     assert data.calls == 1  # the calibration images were read once
     first, second = (amax_state(d.module) for d in deploys)
@@ -68,9 +80,9 @@ def test_modelopt_calibration_batched(tiny_detector):
     import modelopt.torch.quantization as mtq
 
     from qexp.quant.calibrate import batched
-    from qexp.quant.modelopt_ptq import amax_state, calibrate_modelopt, modelopt_config
     from qexp.quant.placement import quantizable
-    from qexp.quant.ptq import float_twin
+    from qexp.quant.plugins.modelopt import amax_state, calibrate_modelopt, modelopt_config
+    from qexp.quant.steps import float_twin
 
     images = ImageData().calibration(IMGSZ, 20)
     assert [b.shape[0] for b in batched(images, 16)] == [16, 4]

@@ -1,4 +1,4 @@
-"""impl=mqbench on yolov8n at a small size: MQBench's observers set qexp's ranges, its
+"""quantizer=ptq_mqbench on yolov8n at a small size: MQBench's observers set qexp's ranges, its
 clip-range JSON is an artifact, our Q/DQ export runs in ORT like the torch model.
 Skipped when MQBench is not installed (an optional extra)."""
 
@@ -13,7 +13,9 @@ import torch
 from qexp.job import Job
 from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import quant_layers
-from qexp.quant.ptq import PTQ, float_twin
+from qexp.quant.plugins.mqbench import MQBenchPTQ
+from qexp.quant.steps import float_twin
+from qexp.runner import combination_reason
 
 from .conftest import ImageData, export_and_run
 from .test_ptq import _cfg
@@ -26,28 +28,39 @@ V8 = "yolov8n-coco-from-ovint8.pt"
 
 @pytest.fixture(scope="module")
 def v8():
-    import qexp.models  # noqa: F401  (importing registers the families)
+    from qexp.plugins import load_plugins
     from qexp.registry import MODEL_FAMILIES
     from tests.conftest import ASSETS as assets
 
     if not (assets / "weights" / V8).exists():
         pytest.skip("shared assets not found")
+    load_plugins()
     return MODEL_FAMILIES.get("ultralytics")(
         {"name": "yolov8n", "weights": str(assets / "weights" / V8)}, None
     )
 
 
 def _mq_cfg(**over):
-    cfg = _cfg(**{"quantizer.impl": "mqbench", "observer.act": "minmax", **over})
-    cfg.model.imgsz, cfg.model.family, cfg.data.calib.num = IMGSZ, "ultralytics", NUM
+    cfg = _cfg(
+        **{"quantizer.name": "ptq_mqbench", "quantizer.impl": "mqbench", "observer.act": "minmax",
+           "model.imgsz": IMGSZ, "model.family": "ultralytics", "data.calib.num": NUM, **over}
+    )  # fmt: skip
     return cfg
+
+
+def _job(cfg, directory):
+    return Job(cfg=cfg, dir=directory / "job", cache_dir=directory.parent / "cache")
+
+
+def _quantize(job, detector, data):
+    return MQBenchPTQ(job.settings.quantizer).quantize(job, detector, data)
 
 
 @torch.no_grad()
 def _mqbench_observers(v8, data):
     """MQBench calibrated on its own: layer -> (input observer, weight observer)."""
     from qexp.quant.calibrate import batched
-    from qexp.quant.mqbench_ptq import prepare_mqbench
+    from qexp.quant.plugins.mqbench import prepare_mqbench
 
     graph = prepare_mqbench(float_twin(v8.module), "minmax", "minmax", 99.99)
     for x in batched(data.calibration(IMGSZ, NUM), 16):
@@ -62,11 +75,10 @@ def _mqbench_observers(v8, data):
 
 
 def test_mqbench_route(v8, tmp_path):
-    cfg = _mq_cfg()
-    assert PTQ().check(cfg) is None
-    job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
+    job = _job(_mq_cfg(**{"quantizer.export": "qdq"}), tmp_path / "a")
+    assert combination_reason(job.settings) is None
     data = ImageData()
-    deploy = PTQ().quantize(job, v8, data)
+    deploy = _quantize(job, v8, data)
     info = deploy.info
     assert info["impl"] == "mqbench" and info["observer"]["mqbench_act"] == "MinMaxObserver"
     assert info["float_by_design"] == ["model.22.dfl.conv"] and info["range_fallbacks"] == []
@@ -106,32 +118,32 @@ def test_mqbench_cached_and_dynamic_range(v8, tmp_path):
     data = ImageData()
     deploys = []
     for i, export in enumerate(["qdq", "dynamic_range"]):
-        cfg = _mq_cfg(**{"quantizer.export": export})
-        job = Job(cfg=cfg, dir=tmp_path / f"job{i}", cache_dir=tmp_path / "cache")
-        deploys.append(PTQ().quantize(job, v8, data))
+        job = _job(_mq_cfg(**{"quantizer.export": export}), tmp_path / f"job{i}")
+        deploys.append(_quantize(job, v8, data))
         assert (job.dir / job.artifacts["mqbench_clip_ranges"]).exists()
     assert [d.info["calib_cache"] for d in deploys] == ["miss", "hit"]
     assert data.calls == 1
     assert deploys[0].info["act_amax"] == deploys[1].info["act_amax"]
     path = deploys[1].export(tmp_path / "out")
-    assert path.name.endswith("_fp32.onnx") and deploys[1].dynamic_range.exists()
-    ranges = json.loads(deploys[1].dynamic_range.read_text())
+    js = deploys[1].ranges(tmp_path / "out")
+    assert path.name.endswith("_fp32.onnx") and js.exists()
+    ranges = json.loads(js.read_text())
     assert len(ranges) >= 63
 
 
-def test_mqbench_check_reasons():
-    reason = PTQ().check(_mq_cfg(**{"observer.act": "entropy"}))
-    assert "no MQBench observer" in reason
-    assert "per-channel" in PTQ().check(_mq_cfg(**{"quantizer.per_channel": False}))
-    cfg = _mq_cfg()
-    cfg.model.family = "yolov5"
-    assert "ultralytics" in PTQ().check(cfg)
+def test_mqbench_check_reasons(tmp_path):
+    def reason(**over):
+        return combination_reason(_job(_mq_cfg(**over), tmp_path).settings)
+
+    assert "no MQBench observer" in reason(**{"observer.act": "entropy"})
+    assert "per-channel" in reason(**{"quantizer.per_channel": False})
+    assert "ultralytics" in reason(**{"model.family": "yolov5"})
 
 
 def test_mqbench_observers_do_not_leak(v8):
     """Observer extra args (percentile's threshold) stay in their job: MQBench's default
     schemes are shared objects it would write them into."""
-    from qexp.quant.mqbench_ptq import prepare_mqbench
+    from qexp.quant.plugins.mqbench import prepare_mqbench
 
     fmodel = float_twin(v8.module)
     kinds = {}

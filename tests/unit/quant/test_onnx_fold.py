@@ -37,7 +37,7 @@ def qdq(tmp_path_factory):
     job = Job(cfg=cfg, dir=d / "job", cache_dir=d / "cache")
     det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
     data = load_eval_data(cfg.data, job)
-    deploy = QUANTIZERS.get("ptq")().quantize(job, det, data)
+    deploy = QUANTIZERS.build(job.settings.quantizer).quantize(job, det, data)
     traced = det.export_onnx(deploy.module, d / "traced.onnx", IMGSZ, 1, simplify=False)
     return Path(deploy.export(d / "out")), Path(traced), data.calibration(IMGSZ, 2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +15,7 @@ from qexp.job import Job
 from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import ActQuantizer
 from qexp.quant.ptq import PTQ
+from qexp.runner import combination_reason
 
 from .conftest import ImageData, ort_run
 
@@ -21,10 +23,11 @@ IMGSZ = 32
 
 
 def _cfg(**over):
+    """A job's config by hand (the tiny net has no YAML): job.settings types it by schema."""
     cfg = OmegaConf.create(
         {
-            "model": {"imgsz": IMGSZ},
-            "data": {"calib": {"root": "x", "images": "y", "num": 4, "seed": 0}},
+            "model": {"name": "tiny", "weights": "-", "imgsz": IMGSZ},
+            "data": {"name": "x", "root": "x", "calib": {"root": "x", "images": "y", "num": 4}},
             "quantizer": {
                 "name": "ptq",
                 "precision": "int8",
@@ -45,6 +48,9 @@ def _cfg(**over):
                 "quant_bins": 128,
             },
             "ignore": {"name": "none", "patterns": [], "k": 0, "metric": "mse"},
+            "calibrator": {"name": "none"},
+            "backend": {"name": "onnxruntime"},
+            "tracking": {"name": "none"},
         }
     )
     for k, v in over.items():
@@ -53,24 +59,32 @@ def _cfg(**over):
 
 
 def _job(tmp_path, cfg):
+    tmp_path = tmp_path or Path("/nonexistent")
     return Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
 
 
+def _reason(**over):
+    return combination_reason(_job(None, _cfg(**over)).settings)
+
+
+def _quantize(job, detector, data):
+    return PTQ(job.settings.quantizer).quantize(job, detector, data)
+
+
 def test_check_reasons():
-    q = PTQ()
-    assert q.consumes == frozenset({"observer", "ignore"})
-    assert q.check(_cfg()) is None
-    assert "precision" in q.check(_cfg(**{"quantizer.precision": "fp16"}))
-    assert "activations only" in q.check(_cfg(**{"observer.weight": "entropy"}))
-    assert "must be 8" in q.check(
-        _cfg(**{"quantizer.export": "dynamic_range", "quantizer.w_bits": 4})
-    )
+    assert PTQ.consumes == frozenset({"observer", "ignore"})
+    assert _reason() is None
+    assert "quantizer.precision=fp16" in _reason(**{"quantizer.precision": "fp16"})
+    assert "activations only" in _reason(**{"observer.weight": "entropy"})
+    for bits in ("quantizer.w_bits", "quantizer.a_bits"):
+        why = _reason(**{"quantizer.export": "dynamic_range", bits: 4})
+        assert "w_bits and a_bits must be 8" in why
 
 
 def test_qdq_route(tiny_detector, tmp_path):
     job = _job(tmp_path, _cfg(**{"ignore.patterns": ["*.cls"]}))
     data = ImageData()
-    deploy = PTQ().quantize(job, tiny_detector, data)
+    deploy = _quantize(job, tiny_detector, data)
     info = deploy.info
     assert info["quantized"] == [
         "model.0.conv",
@@ -108,20 +122,22 @@ def test_qdq_route(tiny_detector, tmp_path):
     # a second job with another observer reuses the calibration pass
     calls = data.calls
     job2 = _job(tmp_path, _cfg(**{"observer.act": "mse"}))
-    d2 = PTQ().quantize(job2, tiny_detector, data)
+    d2 = _quantize(job2, tiny_detector, data)
     assert d2.info["calib_cache"] == "hit" and data.calls == calls
 
 
 def test_dynamic_range_route(tiny_detector, tmp_path):
     job = _job(tmp_path, _cfg(**{"quantizer.export": "dynamic_range", "observer.act": "minmax"}))
     data = ImageData()
-    deploy = PTQ().quantize(job, tiny_detector, data)
+    deploy = _quantize(job, tiny_detector, data)
+    assert deploy.ranges is not None
+    js = deploy.ranges(tmp_path / "out")  # the ranges first: they export what they belong to
     path = deploy.export(tmp_path / "out")
-    assert deploy.dynamic_range is not None and deploy.dynamic_range.exists()
+    assert js.exists() and js.parent == path.parent
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert count_qdq(model) == {"QuantizeLinear": 0, "DequantizeLinear": 0}
-    ranges = json.loads(deploy.dynamic_range.read_text())
+    ranges = json.loads(js.read_text())
     names = {t for nd in model.graph.node for t in nd.output} | {i.name for i in model.graph.input}
     assert ranges and set(ranges) <= names
     # the image input's range is its calibrated max, exactly what the quantizer holds

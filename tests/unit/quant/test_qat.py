@@ -8,13 +8,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import qexp.quant.qat  # noqa: F401  (registers quantizer=qat before configs compose)
+from qexp.config.validate import validate
 from qexp.job import Job
 from qexp.quant import lsq
 from qexp.quant.det_loss import labels_to_batch, raw_distill
 from qexp.quant.export import count_qdq
 from qexp.quant.fakequant import ActQuantizer, WeightQuantizer
 from qexp.quant.qat import QAT, QATConfig, Trainer
+from qexp.runner import combination_reason
 
 from .conftest import export_and_run
 
@@ -67,7 +68,7 @@ def test_qat_steps_lower_the_loss_on_labelled_images(tiny, loss):
     Distillation starts from a PTQ init that clips hard (every activation amax x0.25, the way
     the entropy observer clips these SiLU nets): QAT's job is to recover such a model, and a
     minmax init is already at distillation's optimum, where ten steps only jitter."""
-    from qexp.quant.ptq import calibrate, prepare_model, set_ranges
+    from qexp.quant.steps import calibrate, prepare_model, set_ranges
 
     cfg, job, det, data = tiny(f"quantizer.loss={loss}", "observer=minmax")
     fmodel, qmodel, plan = prepare_model(det.module, [], cfg.quantizer)
@@ -103,8 +104,8 @@ def test_qat_steps_lower_the_loss_on_labelled_images(tiny, loss):
 @pytest.mark.assets
 def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
     cfg, job, det, data = tiny("quantizer.epochs=1", "quantizer.batch=2")
-    assert QAT().check(cfg) is None
-    deploy = QAT().quantize(job, det, data)
+    assert combination_reason(validate(cfg)) is None
+    deploy = QAT(job.settings.quantizer).quantize(job, det, data)
     q = deploy.info["qat"]
     assert q["images"] == 4 and len(q["epochs"]) == 1 and q["bn"].startswith("folded")
     assert {"qat_loss_first", "qat_loss_last", "qat_s"} <= set(job.metrics)
@@ -120,7 +121,9 @@ def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
     assert cos > 0.999
 
     job2 = Job(cfg=cfg, dir=tmp_path / "job2", cache_dir=job.cache_dir)
-    again = QAT().quantize(job2, det, data)  # a second backend's job: fine-tuned once
+    again = QAT(job2.settings.quantizer).quantize(
+        job2, det, data
+    )  # a second backend's job: fine-tuned once
     assert "qat_s" not in job2.metrics and again.info["qat"]["epochs"] == q["epochs"]
     assert (job2.dir / job2.artifacts["qat_losses"]).read_text().splitlines() == curve
     with torch.no_grad():
@@ -128,9 +131,11 @@ def test_qat_quantizer_end_to_end_exports_valid_qdq(tiny, tmp_path):
 
 
 def test_qat_check_names_the_bad_option(compose):
-    assert "quantizer.loss=bogus" in QAT().check(compose(["quantizer=qat", "quantizer.loss=bogus"]))
-    assert "bn=fold" in QAT().check(compose(["quantizer=qat", "quantizer.bn=train"]))
-    v5 = compose(["quantizer=qat", "model=yolov5n", "quantizer.loss=det"])
-    assert "quantizer.loss=distill" in QAT().check(v5)
-    assert QAT().check(compose(["quantizer=qat", "model=yolov5n"])) is None  # distill: default
+    # quantizer.loss / quantizer.bn outside their choices fail at compose time
+    # (tests/unit/spine/test_config.py); the model family is a combination, SKIPPED
+    def reason(*over):
+        return combination_reason(validate(compose(["quantizer=qat", *over])))
+
+    assert "quantizer.loss=distill" in reason("model=yolov5n", "quantizer.loss=det")
+    assert reason("model=yolov5n") is None  # distill: the default
     assert QATConfig().lr == pytest.approx(1e-5) and QATConfig().loss == "distill"

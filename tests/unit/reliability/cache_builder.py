@@ -46,7 +46,7 @@ class StubData:
 def calib(entry: Path, log: Path | None) -> object:
     from qexp.quant.calibrate import cached_stats
     from qexp.quant.placement import quantizable
-    from qexp.quant.ptq import float_twin
+    from qexp.quant.steps import float_twin
     from tests.unit.quant.conftest import ImageData, TinyYolo, randomize_bn
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qexp.job import Job
-from qexp.quant.ptq import calibrate, prepare_model, set_ranges
+from qexp.quant.steps import calibrate, prepare_model, set_ranges
 from qexp.record import FINISHED, Record
 from qexp.report.build import Options, build
 from qexp.report.calibration import tensor_clips

@@ -60,9 +60,70 @@ def test_unknown_observer_name_is_named(compose):
         validate(cfg)
 
 
+def config_error(compose, overrides: list[str]) -> str:
+    """The message a bad config fails with, at compose time (a choice or type Hydra refuses)
+    or at validate time (a bound or rule of a schema), before any model loads."""
+    try:
+        cfg = compose(overrides)
+    except (ConfigCompositionException, ValidationError, ConfigKeyError) as e:
+        return f"{e} {e.__cause__}"
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    return str(err.value)
+
+
 def test_bad_value_is_named(compose):
-    with pytest.raises(ConfigError, match="quantizer.precision"):
-        validate(compose(["quantizer.precision=int3"]))
+    msg = config_error(compose, ["quantizer.precision=int3"])
+    assert "quantizer.precision" in msg and "fp32, fp16, int8" in msg
+
+
+# Each of these was found only at run time (or not at all) before the typed schemas.
+BAD_OPTIONS = [
+    (["quantizer=ptq", "ignore=sensitivity_topk", "ignore.k=-1"], "ignore.k=-1: must be >= 0"),
+    (["quantizer=ptq", "ignore=sensitivity_topk", "ignore.images=0"], "ignore.images=0"),
+    (["ignore.mode=bogus"], "ignore.mode"),
+    (["ignore.metric=l1"], "ignore.metric"),
+    (
+        ["observer=percentile", "observer.percentile=120"],
+        "observer.percentile=120.0: must be <= 100",
+    ),
+    (["observer.weight=percentile", "observer.percentile=0"], "observer.percentile=0.0"),
+    (["observer=entropy", "observer.quant_bins=4096"], "observer.quant_bins=4096: must be < bins"),
+    (["observer=histogram", "observer.bins=64"], "observer.bins=64: must be >= 128"),
+    (["backend=onnxruntime", "backend.graph_optimization=max"], "backend.graph_optimization"),
+    (["backend=tensorrt", "backend.format_filter=fast"], "backend.format_filter"),
+    (["backend=tensorrt", "backend.tactic_sources=[CUDNN,CUBLAZ]"], "backend.tactic_sources"),
+    (["backend=tensorrt", "backend.eval_batch=8"], "backend.eval_batch=8: must be one of"),
+    (["backend=tensorrt", "backend.opt_level=7"], "backend.opt_level=7: must be <= 5"),
+    (["backend=tensorrt", "backend.log_level=loud"], "backend.log_level"),
+    (["backend.iters=0"], "backend.iters=0: must be >= 1"),
+    (["quantizer=adaround", "quantizer.iters=-1"], "quantizer.iters=-1"),
+    (["quantizer=adaround", "quantizer.warmup=1.0"], "quantizer.warmup=1.0: must be < 1"),
+    (["quantizer=qat", "quantizer.loss=bogus"], "quantizer.loss"),
+    (["quantizer=qat", "quantizer.bn=train"], "quantizer.bn"),
+    (["quantizer=qat", "quantizer.epochs=0"], "quantizer.epochs=0"),
+    (["quantizer=ptq", "quantizer.impl=modelopt"], "quantizer=ptq_modelopt"),
+    (["quantizer.device=gpu"], "quantizer.device='gpu'"),
+    (["quantizer.w_bits=1"], "quantizer.w_bits=1: must be >= 2"),
+    (["model.imgsz=100"], "model.imgsz=100: must be a multiple of 32"),
+    (["data.batch=0"], "data.batch=0"),
+    (["calibrator.name=kl"], "calibrator.name"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "named"), BAD_OPTIONS, ids=[o[-1] for o, _ in BAD_OPTIONS])
+def test_bad_options_fail_before_any_work_naming_the_option(compose, overrides, named):
+    assert named in config_error(compose, overrides)
+
+
+def test_validate_gives_the_typed_settings(compose):
+    from qexp.config.schema import Metric
+    from qexp.quant.adaround import AdaRoundConfig
+
+    s = validate(compose(["quantizer=adaround", "ignore=sensitivity_topk", "ignore.k=2"]))
+    assert isinstance(s.quantizer, AdaRoundConfig) and s.quantizer.iters == 2000
+    assert s.ignore.k == 2 and s.ignore.metric == Metric.mse == "mse"
+    assert s.model.imgsz == 640 and isinstance(s.data.calib.num, int)
 
 
 def test_added_unknown_nested_key_is_named_with_a_hint(compose):

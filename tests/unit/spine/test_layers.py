@@ -24,7 +24,7 @@ def test_the_walker_sees_the_imports_it_must():
     assert "qexp.report.table" in graph["qexp.report.build"]  # from qexp.report.table import
     assert "qexp.report.columns" in graph["qexp.report.build"]  # from qexp.report import columns
     assert "qexp.trt.engine_info" in graph["qexp.backends.tensorrt"]
-    assert "qexp.quant.ptq" in graph["qexp.quant.sensitivity"]  # inside a function
+    assert "qexp.data" in graph["qexp.runner"]  # inside a function
 
 
 def test_report_imports_neither_quant_nor_backends():

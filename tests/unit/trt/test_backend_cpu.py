@@ -14,9 +14,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from qexp.backends import tensorrt as trt_backend
+from qexp.config.validate import validate
+from qexp.contracts import Output
 from qexp.job import Job
 from qexp.record import SKIPPED
-from qexp.runner import JobSpec, run_job
+from qexp.registry import QUANTIZERS
+from qexp.runner import JobSpec, combination_reason, run_job
 from qexp.trt import protocol
 from tests.conftest import ROOT
 
@@ -33,10 +36,15 @@ def no_trt_env(monkeypatch):
 
 
 @pytest.mark.skipif(HAS_TRT_HERE, reason="this interpreter has TensorRT")
+def _check(cfg) -> str | None:
+    s = validate(cfg)
+    return trt_backend.TensorRTBackend(s.backend).check(s, Output("fp32", "float"))
+
+
 def test_check_says_tensorrt_not_available(compose, no_trt_env):
     cfg = compose(["backend=tensorrt"])
     assert cfg.backend.python is None and cfg.backend.pythonpath == ""
-    reason = trt_backend.TensorRTBackend().check(cfg)
+    reason = _check(cfg)
     assert reason is not None and reason.startswith("TensorRT not available: ")
     assert "No module named 'tensorrt'" in reason
     assert "TRT_PYTHON=" in reason and "backend.python=" in reason  # how to point qexp at one
@@ -67,34 +75,59 @@ def test_runner_records_skipped_not_a_traceback(compose, no_trt_env, tmp_path, o
 
 def test_probe_names_a_missing_interpreter(compose, no_trt_env):
     cfg = compose(["backend=tensorrt", "backend.python=/nonexistent/python3.10"])
-    reason = trt_backend.TensorRTBackend().check(cfg)
+    reason = _check(cfg)
     assert reason.startswith("TensorRT not available: cannot start /nonexistent/python3.10")
 
 
 def test_trt_builtin_refuses_what_it_cannot_do(compose):
     from qexp.quant.trt_builtin import TrtBuiltinQuantizer
 
-    q = TrtBuiltinQuantizer()
-    assert q.consumes == frozenset({"calibrator"})
-    ok = compose(["quantizer=trt_builtin", "calibrator=minmax", "backend=tensorrt"])
-    assert q.check(ok) is None
-    assert "needs a calibrator" in q.check(compose(["quantizer=trt_builtin", "backend=tensorrt"]))
-    onnx_rt = compose(["quantizer=trt_builtin", "calibrator=entropy2", "backend=onnxruntime"])
-    assert "needs backend=tensorrt" in q.check(onnx_rt)
+    def check(*over):
+        s = validate(compose(["quantizer=trt_builtin", *over]))
+        return TrtBuiltinQuantizer(s.quantizer).check(s)
+
+    assert TrtBuiltinQuantizer.consumes == frozenset({"calibrator"})
+    assert check("calibrator=minmax", "backend=tensorrt") is None
+    assert "needs a calibrator" in check("backend=tensorrt")
+    # a backend that does not take route trt_builtin refuses it by its contract, not by name
+    onnx_rt = validate(compose(["quantizer=trt_builtin", "calibrator=entropy2"]))
+    assert "backend=onnxruntime runs no route trt_builtin" in combination_reason(onnx_rt)
 
 
 def test_routes_follow_the_quantizer(compose):
-    route = trt_backend.route_of
-    assert route(compose(["quantizer=none"])) == ("fp32", "float", None)
-    assert route(compose(["quantizer=fp16"])) == ("fp16", "float", None)
-    assert route(compose(["quantizer=trt_builtin", "calibrator=legacy"])) == (
-        "int8",
-        "trt_builtin",
-        "legacy",
+    def output(*over):
+        return QUANTIZERS.build(validate(compose(list(over))).quantizer).output()
+
+    assert output("quantizer=none") == Output("fp32", "float")
+    assert output("quantizer=fp16") == Output("fp16", "float")
+    assert output("quantizer=trt_builtin", "calibrator=legacy") == Output("int8", "trt_builtin")
+    assert output("quantizer=ptq") == Output("int8", "qdq")
+    assert output("quantizer=ptq", "quantizer.export=dynamic_range") == Output(
+        "int8", "dynamic_range"
     )
-    assert route(compose(["quantizer=ptq"])) == ("int8", "qdq", None)
-    dr = compose(["quantizer=ptq", "quantizer.export=dynamic_range"])
-    assert route(dr) == ("int8", "dynamic_range", None)
+    assert output("quantizer=ptq_dr") == Output("int8", "dynamic_range")
+
+
+def test_the_worker_request_is_built_from_the_typed_config(compose, tmp_path):
+    """Every request field is a job field or the backend option of the same name (one place
+    builds it: worker_request), and the result passes the worker's own checks."""
+    import dataclasses
+
+    s = validate(compose(["backend=tensorrt", "backend.tactic_sources=[CUDNN]"]))
+    b = s.backend
+    options = {f.name for f in dataclasses.fields(protocol.Request)} - set(trt_backend.JOB_FIELDS)
+    assert options <= {f.name for f in dataclasses.fields(b)}
+    job = {k: None for k in trt_backend.JOB_FIELDS} | {
+        "onnx": "/m.onnx", "engine": "/e.plan", "out_dir": str(tmp_path), "precision": "fp32",
+        "route": "float", "eval_input": "/x.npy", "batch_sizes": [1, 32],
+    }  # fmt: skip
+    req = trt_backend.worker_request(b, **job)
+    req.validate()
+    assert req.format_filter == "no_fp32" and type(req.format_filter) is str
+    assert req.tactic_sources == ["CUDNN"] and req.log_level == "warning"
+    assert (req.opt_level, req.eval_batch, req.iters) == (b.opt_level, b.eval_batch, b.iters)
+    protocol.write(req, str(tmp_path / "r.json"))
+    assert protocol.read(protocol.Request, str(tmp_path / "r.json")) == req
 
 
 def test_worker_env_takes_the_configured_interpreter_and_paths(compose, monkeypatch):

@@ -1,4 +1,4 @@
-"""quantizer.impl=mqbench: MQBench's observers calibrate, qexp deploys (optional).
+"""quantizer=ptq_mqbench: MQBench's observers calibrate, qexp deploys (optional).
 
 MQBench traces the float (BN-folded) model with ``BackendType.Tensorrt`` (per-channel symmetric
 weights, per-tensor symmetric activations, range [-127, 127]) and calibrates with the observer
@@ -20,6 +20,7 @@ job is SKIPPED.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.metadata
 import json
@@ -28,20 +29,28 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib.util import find_spec
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from unittest import mock
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from qexp.config.schema import Export, Impl
+from qexp.config.settings import Settings
+from qexp.contracts import Output
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
-from qexp.quant import model_cache
+from qexp.quant import model_cache, pipeline
 from qexp.quant.calibrate import batched, weights_hash
+from qexp.quant.deployable import make_deployable
 from qexp.quant.fakequant import ActQuantizer, quant_layers
+from qexp.quant.pipeline import PTQConfig
+from qexp.quant.plugins.guard import missing
+from qexp.quant.sensitivity import ignore_patterns
+from qexp.quant.steps import prepare_model
+from qexp.registry import QUANTIZERS
 
 log = logging.getLogger("qexp")
 # observer name -> MQBench observer class (its ObserverDict names)
@@ -56,24 +65,50 @@ CACHE_VERSION = 1
 CLIP_JSON = "mqbench_clip_ranges.json"
 
 
-def check(cfg: DictConfig) -> str | None:
-    if find_spec("mqbench") is None:
-        return "quantizer.impl=mqbench needs MQBench: pip install 'qexp[mqbench]'"
-    if cfg.observer.act not in OBSERVERS:
+@dataclass
+class MQBenchConfig(PTQConfig):
+    name: str = "ptq_mqbench"
+    impl: Impl = Impl.mqbench
+    export: Export = Export.dynamic_range  # its clip ranges are TensorRT's dynamic ranges
+    IMPL = Impl.mqbench
+
+
+def check(q: PTQConfig, s: Settings) -> str | None:
+    if why := missing("mqbench", "quantizer=ptq_mqbench needs MQBench", "mqbench"):
+        return why
+    if s.observer.act not in OBSERVERS:
         # MQBench's KLDObserver is torch's HistogramObserver (an L2 search), not TensorRT's KL
         return (
-            f"quantizer.impl=mqbench: no MQBench observer for observer.act={cfg.observer.act} "
+            f"quantizer=ptq_mqbench: no MQBench observer for observer.act={s.observer.act} "
             f"(one of {', '.join(OBSERVERS)}; its KLDObserver is not TensorRT's entropy)"
         )
-    if cfg.observer.weight not in WEIGHT_OBSERVERS:
-        return f"quantizer.impl=mqbench: observer.weight is one of {', '.join(WEIGHT_OBSERVERS)}"
-    if int(cfg.quantizer.w_bits) != 8 or int(cfg.quantizer.a_bits) != 8:
-        return "quantizer.impl=mqbench: MQBench's TensorRT scheme is INT8 (w_bits=a_bits=8)"
-    if not bool(cfg.quantizer.per_channel):
-        return "quantizer.impl=mqbench: MQBench's TensorRT scheme has per-channel weights"
-    if OmegaConf.select(cfg, "model.family") != "ultralytics":
-        return "quantizer.impl=mqbench traces ultralytics detection models only (model.family)"
+    if s.observer.weight not in WEIGHT_OBSERVERS:
+        return f"quantizer=ptq_mqbench: observer.weight is one of {', '.join(WEIGHT_OBSERVERS)}"
+    if q.w_bits != 8 or q.a_bits != 8:
+        return "quantizer=ptq_mqbench: MQBench's TensorRT scheme is INT8 (w_bits=a_bits=8)"
+    if not q.per_channel:
+        return "quantizer=ptq_mqbench: MQBench's TensorRT scheme has per-channel weights"
+    if s.model.family != "ultralytics":
+        return "quantizer=ptq_mqbench traces ultralytics detection models only (model.family)"
     return None
+
+
+@QUANTIZERS.register("ptq_mqbench", schema=MQBenchConfig)
+class MQBenchPTQ:
+    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+    produces = pipeline.INT8_OUTPUTS
+
+    def __init__(self, cfg: MQBenchConfig) -> None:
+        self.cfg = cfg
+
+    def output(self) -> Output:
+        return Output(str(self.cfg.precision), str(self.cfg.export))
+
+    def check(self, s: Settings) -> str | None:
+        return check(self.cfg, s)
+
+    def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
+        return quantize(job, detector, data, self.cfg)
 
 
 class Traceable(nn.Module):
@@ -254,11 +289,9 @@ def write_clip_json(graph, imgsz: int, out: Path) -> Path:
 @torch.no_grad()
 def calibrate_mqbench(job: Job, fmodel: nn.Module, data: EvalData, layers: list[str]) -> tuple:
     """(act amaxes, weight amaxes, clip JSON in ``directory``) from one MQBench calibration."""
-    cfg = job.cfg
-    imgsz, num = int(cfg.model.imgsz), OmegaConf.select(cfg, "data.calib.num")
-    graph = prepare_mqbench(
-        fmodel, str(cfg.observer.act), str(cfg.observer.weight), float(cfg.observer.percentile)
-    )
+    s = job.settings
+    imgsz, num = s.model.imgsz, s.data.calib.num
+    graph = prepare_mqbench(fmodel, s.observer.act, s.observer.weight, s.observer.percentile)
     images = job.track(data.calibration(imgsz, num), "mqbench calibration", total=num)
     for x in batched(images, CALIB_BATCH):
         graph(torch.from_numpy(x))
@@ -266,22 +299,18 @@ def calibrate_mqbench(job: Job, fmodel: nn.Module, data: EvalData, layers: list[
     return graph, act, weight
 
 
-def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
-    from qexp.quant.ptq import make_deployable, prepare_model
-    from qexp.quant.sensitivity import ignore_patterns
-
-    cfg, q = job.cfg, job.cfg.quantizer
+def quantize(job: Job, detector: Detector, data: EvalData, q: PTQConfig) -> Deployable:
+    s = job.settings
     t0 = time.perf_counter()
-    imgsz = int(cfg.model.imgsz)
+    imgsz = s.model.imgsz
     fmodel, qmodel, plan = prepare_model(
-        detector.module, ignore_patterns(job, detector, data), q, bool(q.fold_bn)
+        detector.module, ignore_patterns(job, detector, data), q, q.fold_bn
     )
-    act_name, w_name = str(cfg.observer.act), str(cfg.observer.weight)
+    act_name, w_name = s.observer.act, s.observer.weight
     key = (
         "mqbench", CACHE_VERSION, importlib.metadata.version("mqbench-torch2"),
-        weights_hash(fmodel), imgsz, OmegaConf.to_container(cfg.data.calib, resolve=True),
-        OmegaConf.select(cfg, "data.calib.num"), CALIB_BATCH, OBSERVERS[act_name],
-        OBSERVERS[w_name], float(cfg.observer.percentile),
+        weights_hash(fmodel), imgsz, dataclasses.asdict(s.data.calib), s.data.calib.num,
+        CALIB_BATCH, OBSERVERS[act_name], OBSERVERS[w_name], s.observer.percentile,
     )  # fmt: skip
     directory = job.cache("mqbench", *key)
     cached = model_cache.load(directory)
@@ -329,7 +358,7 @@ def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
         "mqbench_ranges": {"act": len(plan.quantized), "weight": len(plan.quantized),
                            "residual": len(plan.residual), "clip_json_tensors": len(blob_range)},
         "range_fallbacks": [],  # every quantizer took an MQBench range (else the job fails)
-        "calib_images": OmegaConf.select(cfg, "data.calib.num"),
+        "calib_images": s.data.calib.num,
         "calib_cache": "hit" if hit else "miss",
         "act_amax": {k: round(v, 6) for k, v in act.items() if k in plan.quantized},
     }  # fmt: skip

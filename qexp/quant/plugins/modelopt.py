@@ -1,4 +1,4 @@
-"""quantizer.impl=modelopt: NVIDIA ModelOpt's INT8 PTQ in the same axes as ours.
+"""quantizer=ptq_modelopt: NVIDIA ModelOpt's INT8 PTQ in the same axes as ours.
 
 ``observer.act`` picks ModelOpt's calibrator: minmax -> ``max``; entropy, percentile and mse ->
 its histogram calibrator with that method. Weights: per-channel ``max`` (axis 0), ModelOpt's
@@ -11,22 +11,30 @@ is SKIPPED.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import time
-from importlib.util import find_spec
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
+from qexp.config.schema import Export, Impl
+from qexp.config.settings import Settings
+from qexp.contracts import Output, Precision, Route, outputs
 from qexp.device import ieee_fp32
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.quant import model_cache
 from qexp.quant.calibrate import batched, weights_hash
+from qexp.quant.deployable import make_deployable
 from qexp.quant.ignore import select_ignored
+from qexp.quant.pipeline import PTQConfig
 from qexp.quant.placement import quantizable
+from qexp.quant.plugins.guard import missing
+from qexp.quant.steps import float_twin, quant_device
+from qexp.registry import QUANTIZERS
 
 log = logging.getLogger("qexp")
 METHODS = {"minmax": "max", "entropy": "entropy", "percentile": "percentile", "mse": "mse"}
@@ -38,17 +46,23 @@ METHODS = {"minmax": "max", "entropy": "entropy", "percentile": "percentile", "m
 CALIB_BATCH = 16
 
 
-def check(cfg: DictConfig) -> str | None:
-    if find_spec("modelopt") is None:
-        return "quantizer.impl=modelopt needs NVIDIA ModelOpt: pip install 'qexp[modelopt]'"
-    if cfg.observer.act not in METHODS:
-        return f"quantizer.impl=modelopt has no calibrator for observer.act={cfg.observer.act}"
-    if cfg.observer.weight != "minmax":
-        return "quantizer.impl=modelopt calibrates weights with max only (observer.weight=minmax)"
-    if cfg.quantizer.export != "qdq":
-        return "quantizer.impl=modelopt exports Q/DQ only (quantizer.export=qdq)"
-    if int(cfg.quantizer.w_bits) != 8 or int(cfg.quantizer.a_bits) != 8:
-        return "quantizer.impl=modelopt: this route is INT8 only (w_bits=a_bits=8)"
+@dataclass
+class ModelOptConfig(PTQConfig):
+    name: str = "ptq_modelopt"
+    impl: Impl = Impl.modelopt
+    export: Export = Export.qdq
+    IMPL = Impl.modelopt
+
+
+def check(q: PTQConfig, s: Settings) -> str | None:
+    if why := missing("modelopt", "quantizer=ptq_modelopt needs NVIDIA ModelOpt", "modelopt"):
+        return why
+    if s.observer.act not in METHODS:
+        return f"quantizer=ptq_modelopt has no calibrator for observer.act={s.observer.act}"
+    if s.observer.weight != "minmax":
+        return "quantizer=ptq_modelopt calibrates weights with max only (observer.weight=minmax)"
+    if q.w_bits != 8 or q.a_bits != 8:
+        return "quantizer=ptq_modelopt: this route is INT8 only (w_bits=a_bits=8)"
     return None
 
 
@@ -131,24 +145,39 @@ def load_amax_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
         q.disable_calib()
 
 
-def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
+@QUANTIZERS.register("ptq_modelopt", schema=ModelOptConfig)
+class ModelOptPTQ:
+    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+    produces = outputs([Precision.int8], [Route.qdq])
+
+    def __init__(self, cfg: ModelOptConfig) -> None:
+        self.cfg = cfg
+
+    def output(self) -> Output:
+        return Output(str(self.cfg.precision), str(self.cfg.export))
+
+    def check(self, s: Settings) -> str | None:
+        return check(self.cfg, s)
+
+    def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
+        return quantize(job, detector, data, self.cfg)
+
+
+def quantize(job: Job, detector: Detector, data: EvalData, q: PTQConfig) -> Deployable:
     import modelopt.torch.quantization as mtq
 
-    from qexp.quant.ptq import float_twin, make_deployable, quant_device
-
-    cfg = job.cfg
+    s = job.settings
     t0 = time.perf_counter()
-    imgsz = int(cfg.model.imgsz)
-    method = METHODS[str(cfg.observer.act)]
+    imgsz = s.model.imgsz
+    method = METHODS[s.observer.act]
     model = float_twin(detector.module)  # BN folded first, as in our route and TensorRT
     layers, fixed = quantizable(model)
-    ignored = select_ignored(list(cfg.ignore.patterns), model, layers)
-    mcfg = modelopt_config(method, ignored, fixed, bool(cfg.quantizer.per_channel))
-    num = OmegaConf.select(cfg, "data.calib.num")
+    ignored = select_ignored(list(s.ignore.patterns), model, layers)
+    mcfg = modelopt_config(method, ignored, fixed, q.per_channel)
+    num = s.data.calib.num
     key = (
         "modelopt", importlib.metadata.version("nvidia-modelopt"), weights_hash(model), imgsz,
-        OmegaConf.to_container(cfg.data.calib, resolve=True), num, CALIB_BATCH, mcfg,
-        float(cfg.observer.percentile),
+        dataclasses.asdict(s.data.calib), num, CALIB_BATCH, mcfg, s.observer.percentile,
     )  # fmt: skip
     model = mtq.quantize(model, mcfg)  # inserts quantizers; calibration below
     directory = job.cache("modelopt", *key)
@@ -159,9 +188,8 @@ def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
         log.info("modelopt: calibrated amaxes loaded from the cache %s", directory)
     else:
         images = data.calibration(imgsz, num)
-        percentile = float(cfg.observer.percentile)
         calibrate_modelopt(
-            model, job.track(images, "modelopt calibration"), method, percentile,
+            model, job.track(images, "modelopt calibration"), method, s.observer.percentile,
             device=quant_device(job),
         )  # fmt: skip
         model_cache.save(directory, amax_state(model), {"seconds": time.perf_counter() - t})
@@ -172,9 +200,9 @@ def quantize(job: Job, detector: Detector, data: EvalData) -> Deployable:
         "quantized": quantized,
         "ignored": ignored,
         "float_by_design": fixed,
-        "observer": {"act": str(cfg.observer.act), "weight": "minmax", "modelopt_method": method},
+        "observer": {"act": s.observer.act, "weight": "minmax", "modelopt_method": method},
         "impl": "modelopt",
         "calib_cache": "hit" if cached is not None else "miss",
     }
-    tag = "mo_" + content_hash(method, ignored, float(cfg.observer.percentile), n=8)
-    return make_deployable(detector, model, "qdq", imgsz, tag, info)
+    tag = "mo_" + content_hash(method, ignored, s.observer.percentile, n=8)
+    return make_deployable(detector, model, Route.qdq, imgsz, tag, info)

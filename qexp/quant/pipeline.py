@@ -1,0 +1,78 @@
+"""What every fake-quant quantizer (ptq, adaround, qat, ptq_mqbench) shares: its schema, the
+combination rules it checks, and ``calibrated`` (the job's ignore list, then prepare ->
+calibrate -> set ranges with the job's observer), the start of all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from qexp.config.schema import Export, QuantizerConfig
+from qexp.config.settings import Settings
+from qexp.contracts import Precision, outputs
+from qexp.interfaces import Detector, EvalData
+from qexp.job import Job
+from qexp.quant.placement import QuantPlan
+from qexp.quant.sensitivity import ignore_patterns
+from qexp.quant.steps import calibrate, prepare_model, set_ranges
+from qexp.registry import OBSERVERS
+
+# What a fake-quant model becomes: Q/DQ, or an fp32 ONNX with the observers' ranges.
+INT8_OUTPUTS = outputs([Precision.int8], [Export.qdq, Export.dynamic_range])
+
+
+@dataclass
+class PTQConfig(QuantizerConfig):
+    name: str = "ptq"
+    residual: bool = True  # quantize the identity branch of residual adds (TensorRT fusion)
+    fold_bn: bool = True
+
+
+def check(q: QuantizerConfig, s: Settings) -> str | None:
+    """The combination rules of every quantizer that exports our fake-quant model: a reason
+    to SKIP, or None."""
+    if q.export == Export.dynamic_range and (q.w_bits != 8 or q.a_bits != 8):
+        # TensorRT's implicit INT8 quantizes weights and activations to 8 bits itself; the JSON
+        # carries activation ranges only, so other bit widths would not be what was measured
+        return "export=dynamic_range is TensorRT's implicit INT8: w_bits and a_bits must be 8"
+    if not OBSERVERS.get(s.observer.weight).weights:
+        return f"observer.weight={s.observer.weight} calibrates activations only"
+    return None
+
+
+@dataclass
+class Calibrated:
+    """PTQ's result before export, the start of AdaRound and QAT too: the float model, its
+    fake-quant twin with ranges set by the job's observer, and how calibration went."""
+
+    fmodel: nn.Module
+    qmodel: nn.Module
+    plan: QuantPlan
+    amax: dict[str, float]  # activation amax per layer
+    num: int | None  # data.calib.num (None: the whole calibration split)
+    seconds: float
+    hit: bool  # calibration statistics served from the cache
+
+    def info(self, s: Settings) -> dict:
+        """The record fields every observer-calibrated quantizer reports."""
+        return {
+            **self.plan.info(),
+            "observer": {"act": s.observer.act, "weight": s.observer.weight},
+            "calib_cache": "hit" if self.hit else "miss",
+        }
+
+    def act_amax(self) -> dict[str, float]:
+        return {k: round(v, 6) for k, v in self.amax.items()}
+
+
+def calibrated(job: Job, detector: Detector, data: EvalData, q: PTQConfig) -> Calibrated:
+    """prepare -> calibrate (cached) -> set ranges, with the job's ignore list and observer."""
+    s = job.settings
+    patterns = ignore_patterns(job, detector, data)  # ignore=sensitivity_topk: ranked layers
+    fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, q.fold_bn)
+    num = s.data.calib.num
+    stats, seconds, hit = calibrate(job, fmodel, data, s.model.imgsz, num, s.observer.bins)
+    amax = set_ranges(qmodel, plan, stats, s.observer)
+    return Calibrated(fmodel, qmodel, plan, amax, num, seconds, hit)
