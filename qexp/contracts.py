@@ -45,10 +45,15 @@ ROUTES = tuple(r.value for r in Route)
 
 @dataclass(frozen=True)
 class Output:
-    """What a quantizer hands a backend: a precision, by a route."""
+    """What a quantizer hands a backend: a precision, by a route (plain strings; a Choice
+    given for either is stored as its value)."""
 
     precision: str
     route: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", str(self.precision))
+        object.__setattr__(self, "route", str(self.route))
 
     def __str__(self) -> str:
         return f"{self.precision} by route {self.route}"
@@ -56,7 +61,7 @@ class Output:
 
 def outputs(precisions: Iterable[str], routes: Iterable[str]) -> frozenset[Output]:
     """Every (precision, route) pair of the two lists: a quantizer's ``produces``."""
-    return frozenset(Output(str(p), str(r)) for p in precisions for r in routes)
+    return frozenset(Output(p, r) for p in precisions for r in routes)
 
 
 @dataclass(frozen=True)

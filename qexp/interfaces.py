@@ -103,7 +103,7 @@ class Deployable:
 
     @property
     def output(self) -> Output:
-        return Output(str(self.precision), str(self.route))
+        return Output(self.precision, self.route)
 
 
 class Quantizer(Protocol):

@@ -254,7 +254,7 @@ class AdaRound:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), str(self.cfg.export))
+        return Output(self.cfg.precision, self.cfg.export)
 
     def check(self, s: Settings) -> str | None:
         return pipeline.check(self.cfg, s)
@@ -300,4 +300,4 @@ class AdaRound:
         }
         log.info("adaround: %s", info["adaround"])
         tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
-        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, q.a_bits)
+        return make_deployable(detector, qmodel, q.export, imgsz, tag, info, q.a_bits)

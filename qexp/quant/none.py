@@ -20,7 +20,7 @@ class NoQuantizer:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), Route.float.value)
+        return Output(self.cfg.precision, Route.float)
 
     def check(self, s: Settings) -> str | None:
         return None

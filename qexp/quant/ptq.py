@@ -34,7 +34,7 @@ class PTQ:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), str(self.cfg.export))
+        return Output(self.cfg.precision, self.cfg.export)
 
     def check(self, s: Settings) -> str | None:
         return pipeline.check(self.cfg, s)
@@ -55,6 +55,4 @@ class PTQ:
             len(plan.quantized), len(plan.ignored), len(plan.fixed), info["calib_cache"],
             c.seconds,
         )  # fmt: skip
-        return make_deployable(
-            detector, c.qmodel, str(q.export), s.model.imgsz, tag, info, q.a_bits
-        )
+        return make_deployable(detector, c.qmodel, q.export, s.model.imgsz, tag, info, q.a_bits)

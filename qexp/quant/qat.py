@@ -232,7 +232,7 @@ class QAT:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), str(self.cfg.export))
+        return Output(self.cfg.precision, self.cfg.export)
 
     def check(self, s: Settings) -> str | None:
         q = self.cfg
@@ -283,7 +283,7 @@ class QAT:
             "int8_container_layers": len(low),
         }  # fmt: skip
         tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
-        return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info, q.a_bits)
+        return make_deployable(detector, qmodel, q.export, imgsz, tag, info, q.a_bits)
 
     def _train(
         self, job, detector, data, fmodel, qmodel, n_img: int

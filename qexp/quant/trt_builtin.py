@@ -35,7 +35,7 @@ class TrtBuiltinQuantizer:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), Route.trt_builtin.value)
+        return Output(self.cfg.precision, Route.trt_builtin)
 
     def check(self, s: Settings) -> str | None:
         if s.calibrator.name == TrtCalibrator.none:

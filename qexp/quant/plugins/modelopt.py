@@ -154,7 +154,7 @@ class ModelOptPTQ:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), str(self.cfg.export))
+        return Output(self.cfg.precision, self.cfg.export)
 
     def check(self, s: Settings) -> str | None:
         return check(self.cfg, s)

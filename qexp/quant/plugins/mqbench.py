@@ -102,7 +102,7 @@ class MQBenchPTQ:
         self.cfg = cfg
 
     def output(self) -> Output:
-        return Output(str(self.cfg.precision), str(self.cfg.export))
+        return Output(self.cfg.precision, self.cfg.export)
 
     def check(self, s: Settings) -> str | None:
         return check(self.cfg, s)
@@ -368,4 +368,4 @@ def quantize(job: Job, detector: Detector, data: EvalData, q: PTQConfig) -> Depl
         info["calib_cache"], calib_s,
     )  # fmt: skip
     tag = "mq_" + content_hash(key, plan.quantized, n=8)
-    return make_deployable(detector, qmodel, str(q.export), imgsz, tag, info)
+    return make_deployable(detector, qmodel, q.export, imgsz, tag, info)
