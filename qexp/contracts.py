@@ -31,7 +31,7 @@ class Precision(Choice):
 
 
 class Route(Choice):
-    """How a network reaches the backend (docs/tensorrt.md, "TensorRT's three INT8 routes")."""
+    """How a network reaches the backend (docs/tensorrt.md, "Precisions and INT8 routes")."""
 
     float = "float"  # a float ONNX: fp32, or fp16 built by the backend
     qdq = "qdq"  # explicit QuantizeLinear/DequantizeLinear in the ONNX

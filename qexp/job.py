@@ -35,14 +35,15 @@ class Job:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-    typed: Settings | None = field(default=None, repr=False)  # what validate() built
+    _settings: Settings | None = field(default=None, init=False, repr=False)
 
     @property
     def settings(self) -> Settings:
-        """The typed config plugins read (built from ``cfg`` when not given)."""
-        if self.typed is None:
-            self.typed = settings_of(self.cfg)
-        return self.typed
+        """The typed config plugins read (``cfg``'s schema objects, built once; the runner has
+        validated ``cfg`` before the job starts)."""
+        if self._settings is None:
+            self._settings = settings_of(self.cfg)
+        return self._settings
 
     def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
         for k, v in metrics.items():

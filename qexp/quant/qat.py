@@ -44,7 +44,6 @@ from qexp.registry import QUANTIZERS
 log = logging.getLogger("qexp")
 # distill (float teacher) | det (labels) | det+distill; functional: "det+distill" is no name
 Loss = Choice("Loss", [(n, n) for n in ("det", "distill", "det+distill")])  # type: ignore[call-overload]
-LOSSES = tuple(m.value for m in Loss)
 
 
 class BatchNorm(Choice):
