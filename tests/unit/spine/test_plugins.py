@@ -1,9 +1,11 @@
 """Adding a quantizer or an observer is one module plus one YAML: the toy ones of
-tests/unit/spine/plugins/ are named in $QEXP_PLUGINS, their YAMLs found through a config dir,
-and a job runs with each on ONNX Runtime."""
+tests/unit/spine/plugins/ are named in $QEXP_PLUGINS, their YAMLs found in a config dir of
+their own, and a job runs with each on ONNX Runtime."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -11,10 +13,10 @@ from hydra import compose, initialize_config_dir
 
 from qexp.config.store import register_configs
 from qexp.config.validate import ConfigError, validate
-from qexp.record import FINISHED
+from qexp.record import FINISHED, find_records, read_record
 from qexp.registry import OBSERVERS, QUANTIZERS
 from qexp.runner import JobSpec, combination_reason, run_job
-from tests.conftest import CHEAP_JOB, CONF, ROOT
+from tests.conftest import ASSETS, CHEAP_JOB, CONF, ROOT
 
 PLUGINS = ROOT / "tests" / "unit" / "spine" / "plugins"
 MODULES = ("tests.unit.spine.plugins.toy_quantizer", "tests.unit.spine.plugins.toy_observer")
@@ -59,8 +61,18 @@ def test_options_of_a_new_plugin_are_checked_like_qexp_own(toy):
 
 
 @pytest.mark.assets
-def test_a_toy_quantizer_runs_a_job_on_onnxruntime(toy, tmp_path):
-    rec = _run(toy(["quantizer=toy_round", "quantizer.levels=15"]), tmp_path / "job")
+def test_a_toy_quantizer_runs_a_job_on_onnxruntime(tmp_path):
+    """Through the CLI, as a user would: the module named in $QEXP_PLUGINS, the YAML in a
+    --config-dir of theirs."""
+    out = tmp_path / "outputs"
+    env = dict(os.environ, QEXP_PLUGINS=MODULES[0], QEXP_ASSETS=str(ASSETS))
+    cmd = [sys.executable, "-m", "qexp.cli", "--config-dir", str(PLUGINS / "conf"),
+           "quantizer=toy_round", "quantizer.levels=15", "tracking=none", *CHEAP_JOB,
+           f"paths.output_dir={out}"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (rec,) = [read_record(r) for r in find_records(out / "runs")]
+    assert rec.status == FINISHED and rec.choices["quantizer"] == "toy_round"
     assert rec.info["toy_round"] == {"convs": 64, "levels": 15}
     assert rec.info["route"] == "float" and rec.info["precision"] == "fp32"
     assert 0 < rec.metrics["map50_95"] <= 1 and rec.metrics["latency_ms_p50"] > 0
