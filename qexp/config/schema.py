@@ -226,7 +226,8 @@ class BackendConfig(Checked):
     name: str = MISSING
     warmup: int = bounded(10, ge=0)
     iters: int = bounded(50, ge=1)  # timed iterations for latency
-    threads: int = bounded(0, ge=0)  # 0 = this job's share of the cores (qexp/threads.py); N = N threads
+    # 0 = this job's share of the cores (qexp/threads.py); N = N threads
+    threads: int = bounded(0, ge=0)
     align: bool = True  # compare raw outputs with torch fp32
 
 
