@@ -3,10 +3,10 @@
 The runner (``qexp/runner.py``) drives one job through these interfaces only, ``s`` being the
 job's typed settings (``qexp.config.settings.Settings``):
 
-    quant    = QUANTIZERS.get(s.quantizer.name)(s.quantizer)             -> Quantizer
-    backend  = BACKENDS.get(s.backend.name)(s.backend)                   -> Backend
-    (before anything loads: quant.output() in quant.produces, backend.accepts it,
-     quant.check(s), backend.check(s, output); else the job is SKIPPED with the reason)
+    quant    = QUANTIZERS.build(s.quantizer)                             -> Quantizer
+    backend  = BACKENDS.build(s.backend)                                 -> Backend
+    (before anything loads: quant.output() in quant.produces, quant.check(s),
+     backend.accepts the output, backend.check(s, output); else SKIPPED with the reason)
     detector = MODEL_FAMILIES.get(s.model.family)(s.model, job)          -> Detector
     data     = qexp.data.load_eval_data(s.data, job)                     -> EvalData
     deploy   = quant.quantize(job, detector, data)                       -> Deployable
