@@ -27,8 +27,6 @@ import torch
 from torch import nn
 
 from qexp.config.schema import bounded
-from qexp.config.settings import Settings
-from qexp.contracts import Output
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
@@ -246,28 +244,13 @@ def summary(report: dict[str, dict]) -> dict:
 
 
 @QUANTIZERS.register("adaround", schema=AdaRoundConfig)
-class AdaRound:
-    consumes: frozenset[str] = frozenset({"observer", "ignore"})
-    produces = pipeline.INT8_OUTPUTS
-
-    def __init__(self, cfg: AdaRoundConfig) -> None:
-        self.cfg = cfg
-
-    def output(self) -> Output:
-        return Output(self.cfg.precision, self.cfg.export)
-
-    def check(self, s: Settings) -> str | None:
-        return pipeline.check(self.cfg, s)
-
+class AdaRound(pipeline.FakeQuantQuantizer[AdaRoundConfig]):
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
         s, q = job.settings, self.cfg
         t0 = time.perf_counter()
-        imgsz = s.model.imgsz
         c = pipeline.calibrated(job, detector, data, q)
-        qmodel, plan = c.qmodel, c.plan
-        n_img = model_cache.train_images(job.cfg)
-        key = model_cache.key("adaround", CACHE_VERSION, c.fmodel, job.cfg, plan.quantized, n_img)
-        directory = job.cache("adaround", *key)
+        qmodel, plan, imgsz = c.qmodel, c.plan, s.model.imgsz
+        n_img, directory = pipeline.training_entry(job, "adaround", CACHE_VERSION, c)
         cached = model_cache.load(directory, CACHE_FILES)
         t = time.perf_counter()
         if cached is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qexp.config.schema import QuantizerConfig
-from qexp.config.settings import Settings
 from qexp.contracts import Output, Precision, Route, outputs
 from qexp.interfaces import Deployable, Detector, EvalData
-from qexp.job import Job
 from qexp.quant.deployable import float_export
 from qexp.registry import QUANTIZERS
+
+if TYPE_CHECKING:
+    from qexp.config.settings import Settings
+    from qexp.job import Job
 
 
 @QUANTIZERS.register("none")

@@ -6,21 +6,24 @@ calibrate -> set ranges with the job's observer), the start of all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
 
 from torch import nn
 
-from qexp.config.schema import Export, QuantizerConfig
+from qexp.config.schema import QuantizerConfig
 from qexp.config.settings import Settings
-from qexp.contracts import Precision, outputs
+from qexp.contracts import Output, Precision, Route, outputs
 from qexp.interfaces import Detector, EvalData
 from qexp.job import Job
+from qexp.quant import model_cache
 from qexp.quant.placement import QuantPlan
 from qexp.quant.sensitivity import ignore_patterns
 from qexp.quant.steps import calibrate, prepare_model, set_ranges
 from qexp.registry import OBSERVERS
 
 # What a fake-quant model becomes: Q/DQ, or an fp32 ONNX with the observers' ranges.
-INT8_OUTPUTS = outputs([Precision.int8], [Export.qdq, Export.dynamic_range])
+INT8_OUTPUTS = outputs([Precision.int8], [Route.qdq, Route.dynamic_range])
 
 
 @dataclass
@@ -30,10 +33,31 @@ class PTQConfig(QuantizerConfig):
     fold_bn: bool = True
 
 
+C = TypeVar("C", bound=PTQConfig)
+
+
+class FakeQuantQuantizer(Generic[C]):
+    """Base of the quantizers that export a fake-quant model: constructed with their schema
+    object, they read the observer and ignore axes and make INT8 by ``quantizer.export``.
+    Subclasses add ``quantize`` (and may narrow ``produces`` or extend ``check``)."""
+
+    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+    produces = INT8_OUTPUTS
+
+    def __init__(self, cfg: C) -> None:
+        self.cfg = cfg
+
+    def output(self) -> Output:
+        return Output(self.cfg.precision, self.cfg.export)
+
+    def check(self, s: Settings) -> str | None:
+        return check(self.cfg, s)
+
+
 def check(q: QuantizerConfig, s: Settings) -> str | None:
     """The combination rules of every quantizer that exports our fake-quant model: a reason
     to SKIP, or None."""
-    if q.export == Export.dynamic_range and (q.w_bits != 8 or q.a_bits != 8):
+    if q.export == Route.dynamic_range and (q.w_bits != 8 or q.a_bits != 8):
         # TensorRT's implicit INT8 quantizes weights and activations to 8 bits itself; the JSON
         # carries activation ranges only, so other bit widths would not be what was measured
         return "export=dynamic_range is TensorRT's implicit INT8: w_bits and a_bits must be 8"
@@ -76,3 +100,11 @@ def calibrated(job: Job, detector: Detector, data: EvalData, q: PTQConfig) -> Ca
     stats, seconds, hit = calibrate(job, fmodel, data, s.model.imgsz, num, s.observer.bins)
     amax = set_ranges(qmodel, plan, stats, s.observer)
     return Calibrated(fmodel, qmodel, plan, amax, num, seconds, hit)
+
+
+def training_entry(job: Job, kind: str, version: int, c: Calibrated) -> tuple[int, Path]:
+    """(training images, cache directory) of what a learning quantizer (AdaRound, QAT) trains
+    on top of ``c``: the jobs of a sweep that differ only in backend train once."""
+    images = model_cache.train_images(job.cfg)
+    key = model_cache.key(kind, version, c.fmodel, job.cfg, c.plan.quantized, images)
+    return images, job.cache(kind, *key)

@@ -13,8 +13,6 @@ import dataclasses
 import logging
 import time
 
-from qexp.config.settings import Settings
-from qexp.contracts import Output
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.quant import pipeline
@@ -26,19 +24,7 @@ log = logging.getLogger("qexp")
 
 
 @QUANTIZERS.register("ptq", schema=PTQConfig)
-class PTQ:
-    consumes: frozenset[str] = frozenset({"observer", "ignore"})
-    produces = pipeline.INT8_OUTPUTS
-
-    def __init__(self, cfg: PTQConfig) -> None:
-        self.cfg = cfg
-
-    def output(self) -> Output:
-        return Output(self.cfg.precision, self.cfg.export)
-
-    def check(self, s: Settings) -> str | None:
-        return pipeline.check(self.cfg, s)
-
+class PTQ(pipeline.FakeQuantQuantizer[PTQConfig]):
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
         """prepare -> calibrate (cached) -> set ranges -> Deployable."""
         s, q = job.settings, self.cfg

@@ -26,7 +26,7 @@ from torch import nn
 
 from qexp.config.schema import bounded
 from qexp.config.settings import Settings
-from qexp.contracts import Choice, Output
+from qexp.contracts import Choice
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
 from qexp.progress import track as plain_track
@@ -223,16 +223,7 @@ def train(
 
 
 @QUANTIZERS.register("qat", schema=QATConfig)
-class QAT:
-    consumes: frozenset[str] = frozenset({"observer", "ignore"})
-    produces = pipeline.INT8_OUTPUTS
-
-    def __init__(self, cfg: QATConfig) -> None:
-        self.cfg = cfg
-
-    def output(self) -> Output:
-        return Output(self.cfg.precision, self.cfg.export)
-
+class QAT(pipeline.FakeQuantQuantizer[QATConfig]):
     def check(self, s: Settings) -> str | None:
         q = self.cfg
         if q.loss != "distill" and s.model.family != "ultralytics":
@@ -247,12 +238,9 @@ class QAT:
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
         s, q = job.settings, self.cfg
         t0 = time.perf_counter()
-        imgsz = s.model.imgsz
         c = pipeline.calibrated(job, detector, data, q)
-        qmodel, plan = c.qmodel, c.plan
-        n_img = model_cache.train_images(job.cfg)
-        key = model_cache.key("qat", CACHE_VERSION, c.fmodel, job.cfg, plan.quantized, n_img)
-        directory = job.cache("qat", *key)
+        qmodel, plan, imgsz = c.qmodel, c.plan, s.model.imgsz
+        n_img, directory = pipeline.training_entry(job, "qat", CACHE_VERSION, c)
         cached = model_cache.load(directory)
         t = time.perf_counter()
         if cached is not None:

@@ -22,7 +22,7 @@ import torch
 
 from qexp.config.schema import Export, Impl
 from qexp.config.settings import Settings
-from qexp.contracts import Output, Precision, Route, outputs
+from qexp.contracts import Precision, Route, outputs
 from qexp.device import ieee_fp32
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
@@ -30,7 +30,7 @@ from qexp.quant import model_cache
 from qexp.quant.calibrate import batched, weights_hash
 from qexp.quant.deployable import make_deployable
 from qexp.quant.ignore import select_ignored
-from qexp.quant.pipeline import PTQConfig
+from qexp.quant.pipeline import FakeQuantQuantizer, PTQConfig
 from qexp.quant.placement import quantizable
 from qexp.quant.plugins.guard import missing
 from qexp.quant.steps import float_twin, quant_device
@@ -146,15 +146,8 @@ def load_amax_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
 
 
 @QUANTIZERS.register("ptq_modelopt", schema=ModelOptConfig)
-class ModelOptPTQ:
-    consumes: frozenset[str] = frozenset({"observer", "ignore"})
+class ModelOptPTQ(FakeQuantQuantizer[ModelOptConfig]):
     produces = outputs([Precision.int8], [Route.qdq])
-
-    def __init__(self, cfg: ModelOptConfig) -> None:
-        self.cfg = cfg
-
-    def output(self) -> Output:
-        return Output(self.cfg.precision, self.cfg.export)
 
     def check(self, s: Settings) -> str | None:
         return check(self.cfg, s)

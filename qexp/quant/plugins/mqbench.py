@@ -39,14 +39,13 @@ from torch import nn
 
 from qexp.config.schema import Export, Impl
 from qexp.config.settings import Settings
-from qexp.contracts import Output
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
-from qexp.quant import model_cache, pipeline
+from qexp.quant import model_cache
 from qexp.quant.calibrate import batched, weights_hash
 from qexp.quant.deployable import make_deployable
 from qexp.quant.fakequant import ActQuantizer, quant_layers
-from qexp.quant.pipeline import PTQConfig
+from qexp.quant.pipeline import FakeQuantQuantizer, PTQConfig
 from qexp.quant.plugins.guard import missing
 from qexp.quant.sensitivity import ignore_patterns
 from qexp.quant.steps import prepare_model
@@ -94,16 +93,7 @@ def check(q: PTQConfig, s: Settings) -> str | None:
 
 
 @QUANTIZERS.register("ptq_mqbench", schema=MQBenchConfig)
-class MQBenchPTQ:
-    consumes: frozenset[str] = frozenset({"observer", "ignore"})
-    produces = pipeline.INT8_OUTPUTS
-
-    def __init__(self, cfg: MQBenchConfig) -> None:
-        self.cfg = cfg
-
-    def output(self) -> Output:
-        return Output(self.cfg.precision, self.cfg.export)
-
+class MQBenchPTQ(FakeQuantQuantizer[MQBenchConfig]):
     def check(self, s: Settings) -> str | None:
         return check(self.cfg, s)
 
