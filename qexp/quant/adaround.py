@@ -247,11 +247,11 @@ def summary(report: dict[str, dict]) -> dict:
 class AdaRound(pipeline.FakeQuantQuantizer[AdaRoundConfig]):
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
         s, q = job.settings, self.cfg
-        t0 = time.perf_counter()
-        c = pipeline.calibrated(job, detector, data, q)
+        c = self.calibrated(job, detector, data)
+        n_img, directory, cached = pipeline.trained(
+            job, "adaround", CACHE_VERSION, c, names=CACHE_FILES
+        )
         qmodel, plan, imgsz = c.qmodel, c.plan, s.model.imgsz
-        n_img, directory = pipeline.training_entry(job, "adaround", CACHE_VERSION, c)
-        cached = model_cache.load(directory, CACHE_FILES)
         t = time.perf_counter()
         if cached is not None:
             state, report = cached
@@ -273,7 +273,7 @@ class AdaRound(pipeline.FakeQuantQuantizer[AdaRoundConfig]):
         rep_path = job.path("adaround_layers.json")
         rep_path.write_text(json.dumps(report, indent=1))
         job.add_artifact("adaround_layers", rep_path)
-        job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
+        job.log_metrics(c.timings())
         info = {
             **c.info(s),
             "calib_images": c.num,

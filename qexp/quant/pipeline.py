@@ -5,9 +5,10 @@ calibrate -> set ranges with the job's observer), the start of all of them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from torch import nn
 
@@ -53,6 +54,9 @@ class FakeQuantQuantizer(Generic[C]):
     def check(self, s: Settings) -> str | None:
         return check(self.cfg, s)
 
+    def calibrated(self, job: Job, detector: Detector, data: EvalData) -> Calibrated:
+        return calibrated(job, detector, data, self.cfg)
+
 
 def check(q: QuantizerConfig, s: Settings) -> str | None:
     """The combination rules of every quantizer that exports our fake-quant model: a reason
@@ -78,6 +82,11 @@ class Calibrated:
     num: int | None  # data.calib.num (None: the whole calibration split)
     seconds: float
     hit: bool  # calibration statistics served from the cache
+    started: float  # time.perf_counter() when the quantizer started
+
+    def timings(self) -> dict[str, float]:
+        """calib_s, and quantize_s up to now (the metrics every such quantizer logs)."""
+        return {"calib_s": self.seconds, "quantize_s": time.perf_counter() - self.started}
 
     def info(self, s: Settings) -> dict:
         """The record fields every observer-calibrated quantizer reports."""
@@ -93,18 +102,22 @@ class Calibrated:
 
 def calibrated(job: Job, detector: Detector, data: EvalData, q: PTQConfig) -> Calibrated:
     """prepare -> calibrate (cached) -> set ranges, with the job's ignore list and observer."""
-    s = job.settings
+    s, started = job.settings, time.perf_counter()
     patterns = ignore_patterns(job, detector, data)  # ignore=sensitivity_topk: ranked layers
     fmodel, qmodel, plan = prepare_model(detector.module, patterns, q, q.fold_bn)
     num = s.data.calib.num
     stats, seconds, hit = calibrate(job, fmodel, data, s.model.imgsz, num, s.observer.bins)
     amax = set_ranges(qmodel, plan, stats, s.observer)
-    return Calibrated(fmodel, qmodel, plan, amax, num, seconds, hit)
+    return Calibrated(fmodel, qmodel, plan, amax, num, seconds, hit, started)
 
 
-def training_entry(job: Job, kind: str, version: int, c: Calibrated) -> tuple[int, Path]:
-    """(training images, cache directory) of what a learning quantizer (AdaRound, QAT) trains
-    on top of ``c``: the jobs of a sweep that differ only in backend train once."""
+def trained(
+    job: Job, kind: str, version: int, c: Calibrated, **files: Any
+) -> tuple[int, Path, Any]:
+    """(training images, cache directory, its cached (state, meta) or None) of what a learning
+    quantizer (AdaRound, QAT) trains on top of ``c``: the jobs of a sweep that differ only in
+    backend train once. ``files``: model_cache.load's file names."""
     images = model_cache.train_images(job.cfg)
     key = model_cache.key(kind, version, c.fmodel, job.cfg, c.plan.quantized, images)
-    return images, job.cache(kind, *key)
+    directory = job.cache(kind, *key)
+    return images, directory, model_cache.load(directory, **files)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 from qexp.interfaces import Deployable, Detector, EvalData
 from qexp.job import Job, content_hash
@@ -28,10 +27,9 @@ class PTQ(pipeline.FakeQuantQuantizer[PTQConfig]):
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
         """prepare -> calibrate (cached) -> set ranges -> Deployable."""
         s, q = job.settings, self.cfg
-        t0 = time.perf_counter()
-        c = pipeline.calibrated(job, detector, data, q)
+        c = self.calibrated(job, detector, data)
         plan = c.plan
-        job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
+        job.log_metrics(c.timings())
         tag = content_hash(
             dataclasses.asdict(q), dataclasses.asdict(s.observer), plan.quantized, n=8
         )

@@ -236,12 +236,9 @@ class QAT(pipeline.FakeQuantQuantizer[QATConfig]):
         return pipeline.check(q, s)
 
     def quantize(self, job: Job, detector: Detector, data: EvalData) -> Deployable:
-        s, q = job.settings, self.cfg
-        t0 = time.perf_counter()
-        c = pipeline.calibrated(job, detector, data, q)
-        qmodel, plan, imgsz = c.qmodel, c.plan, s.model.imgsz
-        n_img, directory = pipeline.training_entry(job, "qat", CACHE_VERSION, c)
-        cached = model_cache.load(directory)
+        q, c = self.cfg, self.calibrated(job, detector, data)
+        n_img, directory, cached = pipeline.trained(job, "qat", CACHE_VERSION, c)
+        qmodel, plan = c.qmodel, c.plan
         t = time.perf_counter()
         if cached is not None:
             state, meta = cached
@@ -257,12 +254,12 @@ class QAT(pipeline.FakeQuantQuantizer[QATConfig]):
         write_loss_curve(job, steps_, epochs)
         low = int8_container(qmodel)  # w_bits < 8: exportable as int8 with the same step
         qmodel.eval()
-        job.log_metrics({"calib_s": c.seconds, "quantize_s": time.perf_counter() - t0})
+        job.log_metrics(c.timings())
         if epochs:
             job.log_metrics({f"qat_{k}_first": v for k, v in epochs[0].items() if k != "epoch"})
             job.log_metrics({f"qat_{k}_last": v for k, v in epochs[-1].items() if k != "epoch"})
         info = {
-            **c.info(s),
+            **c.info(job.settings),
             "qat": {
                 "images": n_img, "epochs": epochs, "cache": str(directory), "loss": str(q.loss),
                 "learn_scales": q.learn_scales, "bn": "folded before training",
@@ -270,6 +267,7 @@ class QAT(pipeline.FakeQuantQuantizer[QATConfig]):
             "int8_container_layers": len(low),
         }  # fmt: skip
         tag = content_hash(weights_hash(qmodel), plan.quantized, n=8)
+        imgsz = job.settings.model.imgsz
         return make_deployable(detector, qmodel, q.export, imgsz, tag, info, q.a_bits)
 
     def _train(
