@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qexp import procs, server
+from qexp import procs
 from qexp.record import FINISHED, RUNNING, find_records, read_record
+from qexp.tracking import server
 from qexp.tracking.ingest import IngestCount, ingest
 from tests.conftest import ASSETS, CHEAP_JOB, ROOT
 
