@@ -24,3 +24,14 @@ BEFORE = [
 @pytest.mark.parametrize(("overrides", "chash"), BEFORE, ids=[" ".join(o) for o, _ in BEFORE])
 def test_existing_jobs_keep_their_config_hash(compose, overrides, chash):
     assert config_hash(compose(overrides)) == chash
+
+
+def test_an_added_option_is_hashed_once_it_is_set(compose):
+    assert config_hash(compose(["quantizer=ptq", "quantizer.qdq_rules=trt"])) != BEFORE[1][1]
+
+
+def test_trained_model_cache_keys_leave_the_default_out(compose):
+    from qexp.quant.model_cache import quantizer_key
+
+    assert "qdq_rules" not in quantizer_key(compose(["quantizer=qat"]))
+    assert quantizer_key(compose(["quantizer=qat", "quantizer.qdq_rules=trt"]))["qdq_rules"]
