@@ -23,7 +23,7 @@ from qexp.assets import check as check_assets
 from qexp.assets import portable
 from qexp.cache import release_all
 from qexp.config.axes import AXES, NEUTRAL
-from qexp.config.settings import Settings
+from qexp.config.settings import Settings, drop_added_defaults
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
 from qexp.interfaces import Backend, Quantizer
@@ -88,7 +88,10 @@ def canonical(cfg: DictConfig) -> dict[str, Any]:
     for axis, neutral in NEUTRAL.items():
         if axis not in consumed:
             d[axis] = {"name": neutral}
-    return {str(k): v for k, v in d.items()}
+    # options added since, at their default: the hash these jobs had before
+    return {
+        str(k): drop_added_defaults(str(k), v) if isinstance(v, dict) else v for k, v in d.items()
+    }
 
 
 def config_hash(cfg: DictConfig) -> str:

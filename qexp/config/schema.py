@@ -42,6 +42,13 @@ def bounded(
     return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
 
 
+def added(default: Any) -> Any:
+    """A field added after jobs were recorded: while it holds ``default`` it is left out of the
+    config hash (and of trained-model cache keys), so those jobs keep their hash and cache
+    entries (``settings.drop_added_defaults``); any other value is hashed as usual."""
+    return field(default=default, metadata={"added": True})
+
+
 _BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt),
            "le": ("<=", operator.le), "lt": ("<", operator.lt)}  # fmt: skip
 

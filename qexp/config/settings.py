@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +69,25 @@ def schema_for(axis: str, name: str | None) -> type:
         if schema is not None:
             return schema
     return BASE_SCHEMAS[axis]
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def drop_added_defaults(axis: str, node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` (a plain dict of one axis) without the fields its schema marks ``added`` that
+    hold their default: what hashes (config hash, cache keys) must leave out so that jobs
+    recorded before the field existed keep theirs."""
+    if axis not in BASE_SCHEMAS:
+        return node
+    schema = schema_for(axis, node.get("name"))
+    drop = {
+        f.name
+        for f in dataclasses.fields(schema)
+        if f.metadata.get("added") and f.name in node and _plain(node[f.name]) == _plain(f.default)
+    }
+    return {k: v for k, v in node.items() if k not in drop}
 
 
 def typed(axis: str, node: Any) -> Any:

@@ -137,6 +137,35 @@ class HistAccumulator:
         )
 
 
+def merge(stats: list[HistStats]) -> HistStats:
+    """The statistics of several tensors' values together (a quantizer shared by them), at the
+    widest range among them: each histogram's counts are spread over the wider bins as its
+    piecewise-linear cumulative count says (exact for the widest one itself; the observers
+    then read the merged counts as they read any histogram)."""
+    if len(stats) == 1:
+        return stats[0]
+    bins = stats[0].bins
+    if any(st.bins != bins for st in stats):
+        raise ValueError(f"cannot merge histograms of {sorted({st.bins for st in stats})} bins")
+    rng = max(st.range for st in stats)
+    edges = np.linspace(0.0, rng, bins + 1)
+    hist = np.zeros(bins, dtype=np.float64)
+    for st in stats:
+        if st.range <= 0 or rng <= 0:  # all zeros: bin 0 whatever the range
+            hist[0] += st.hist.sum()
+            continue
+        cum = np.concatenate([[0.0], np.cumsum(st.hist)])
+        hist += np.diff(np.interp(edges, st.edges, cum))
+    return HistStats(
+        bins=bins,
+        hist=hist,
+        range=rng,
+        min=min(st.min for st in stats),
+        max=max(st.max for st in stats),
+        count=sum(st.count for st in stats),
+    )
+
+
 def pack(stats: dict[str, HistStats]) -> dict[str, np.ndarray]:
     """Stats -> arrays for ``np.savez`` (names kept in the manifest, in this order)."""
     names = list(stats)

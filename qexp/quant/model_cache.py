@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from qexp import cache
+from qexp.config.settings import drop_added_defaults
 from qexp.quant.calibrate import weights_hash
 
 log = logging.getLogger("qexp")
@@ -29,7 +30,7 @@ def quantizer_key(cfg: DictConfig) -> dict:
     assert isinstance(q, dict)
     for k in ("device", "export"):
         q.pop(k, None)
-    return q
+    return drop_added_defaults("quantizer", {str(k): v for k, v in q.items()})
 
 
 def train_images(cfg: DictConfig) -> int:

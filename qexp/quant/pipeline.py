@@ -12,13 +12,14 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
-from qexp.config.schema import QuantizerConfig
+from qexp.config.schema import OptionError, QuantizerConfig, added
 from qexp.config.settings import Settings
 from qexp.contracts import Output, Precision, Route, outputs
 from qexp.interfaces import Detector, EvalData
 from qexp.job import Job
 from qexp.quant import model_cache
 from qexp.quant.placement import QuantPlan
+from qexp.quant.qdq_rules import QdqRules
 from qexp.quant.sensitivity import ignore_patterns
 from qexp.quant.steps import calibrate, prepare_model, set_ranges
 from qexp.registry import OBSERVERS
@@ -32,6 +33,17 @@ class PTQConfig(QuantizerConfig):
     name: str = "ptq"
     residual: bool = True  # quantize the identity branch of residual adds (TensorRT fusion)
     fold_bn: bool = True
+    # trt: one scale per group of quantizers reading tensors joined by Concat, MaxPool, Slice,
+    # Resize (qexp/quant/qdq_rules.py); none: each quantizer its own (the numbers so far)
+    qdq_rules: QdqRules = added(QdqRules.none)
+
+    def rules(self) -> None:
+        super().rules()
+        if self.qdq_rules == QdqRules.trt and not self.residual:
+            raise OptionError(
+                "qdq_rules", str(self.qdq_rules),
+                "trt quantizes the identity input of residual adds: needs residual=true",
+            )  # fmt: skip
 
 
 C = TypeVar("C", bound=PTQConfig)

@@ -6,7 +6,8 @@ TensorRT fuses ``Conv + Add`` into one INT8 convolution only when the add's othe
 arrives through Q/DQ (its "Q/DQ placement recommendations"); the conv branch stays
 unquantized so the fusion can happen. Concats get no quantizer of their own: their consumer's
 input Q/DQ is propagated by TensorRT across the concat onto every input (Q commutes with
-Concat, MaxPool and Resize), which gives all inputs one scale, as an INT8 concat needs.
+Concat, MaxPool and Resize); with ``qdq_rules=trt`` every quantizer that reads a tensor so
+joined shares that one scale (:mod:`qexp.quant.qdq_rules`), as an INT8 concat needs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from qexp.quant.fakequant import QUANT_LAYERS, ActQuantizer
+from qexp.quant.qdq_rules import QdqRules, SharedScale, share, shared_scales
 
 # Blocks whose layers are fixed arithmetic rather than learned features: kept float always.
 # DFL's 1x1 conv holds the constants 0..15 (an expectation over bins), not weights.
@@ -31,14 +33,18 @@ class QuantPlan:
     ignored: list[str] = field(default_factory=list)  # by the ignore patterns
     fixed: list[str] = field(default_factory=list)  # never quantized (FLOAT_BLOCKS)
     residual: dict[str, str] = field(default_factory=dict)  # block -> layer sharing its input
+    shared: list[SharedScale] = field(default_factory=list)  # qdq_rules=trt: tied quantizers
 
     def info(self) -> dict:
-        return {
+        out: dict[str, list] = {
             "quantized": list(self.quantized),
             "ignored": list(self.ignored),
             "float_by_design": list(self.fixed),
             "residual_quantizers": sorted(self.residual),
         }
+        if self.shared:  # only with qdq_rules=trt: records of other jobs stay as they were
+            out["shared_scales"] = [list(g.quantizers) for g in self.shared]
+        return out
 
 
 def quantizable(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -70,11 +76,13 @@ def prepare(
     a_bits: int = 8,
     per_channel: bool = True,
     residual: bool = True,
+    rules: str = QdqRules.none,
 ) -> QuantPlan:
     """Swap quantizable layers (except ``ignored``) for fake-quant twins, in place.
 
     Quantizers start disabled (identity) until :func:`qexp.quant.steps.set_ranges` gives them
-    ranges. Returns what was quantized and what was not.
+    ranges. ``rules=trt``: the quantizers :func:`qdq_rules.shared_scales` groups become one
+    module per group. Returns what was quantized and what was not.
     """
     layers, fixed = quantizable(model)
     ignored = set(ignored)
@@ -95,4 +103,14 @@ def prepare(
                 m.residual_quantizer = ActQuantizer(a_bits)
                 m.forward = types.MethodType(_residual_forward, m)
                 plan.residual[name] = first
+    if rules == QdqRules.trt:
+        plan.shared = shared_scales(model, plan.residual, _probe_size(model))
+        share(model, plan.shared)
     return plan
+
+
+def _probe_size(model: nn.Module) -> int:
+    """A small input every stride of ``model`` divides twice (the rules' tracing pass)."""
+    stride = getattr(model, "stride", None)
+    s = int(max(stride)) if isinstance(stride, torch.Tensor | list | tuple) and len(stride) else 32
+    return max(64, 2 * s)

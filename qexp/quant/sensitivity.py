@@ -36,6 +36,7 @@ from qexp.quant import partial_forward
 from qexp.quant.calibrate import weights_hash
 from qexp.quant.fakequant import ActQuantizer, Quantizer, quant_layers
 from qexp.quant.placement import QuantPlan
+from qexp.quant.qdq_rules import QdqRules
 from qexp.quant.sensitivity_rank import METRICS, MODES, ranking, scores
 from qexp.quant.sensitivity_report import ARTIFACTS, write_artifacts
 from qexp.quant.steps import calibrate, prepare_model, quant_device, set_ranges
@@ -198,7 +199,11 @@ def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -
     """The analysis for this job's model, data and quantization settings (computed once)."""
     s = job.settings
     q, imgsz = s.quantizer, s.model.imgsz
-    fmodel, qmodel, plan = prepare_model(detector.module, [], q, getattr(q, "fold_bn", True))
+    # layers are ranked with a quantizer each (qdq_rules=none): "this layer alone quantized"
+    # has no meaning where quantizers are tied, and one ranking then serves both rules
+    fmodel, qmodel, plan = prepare_model(
+        detector.module, [], q, getattr(q, "fold_bn", True), rules=QdqRules.none
+    )
     qkey = {
         k: getattr(q, k, None) for k in ("w_bits", "a_bits", "per_channel", "residual", "fold_bn")
     }

@@ -26,9 +26,10 @@ from qexp.quant.calibrate import (
 )
 from qexp.quant.fakequant import ActQuantizer, quant_layers
 from qexp.quant.fold import fold_batchnorm
-from qexp.quant.histogram import HistStats
+from qexp.quant.histogram import HistStats, merge
 from qexp.quant.ignore import select_ignored
 from qexp.quant.placement import QuantPlan, prepare, quantizable
+from qexp.quant.qdq_rules import QdqRules
 from qexp.registry import OBSERVERS
 
 
@@ -41,11 +42,16 @@ def float_twin(module: nn.Module, fold_bn: bool = True) -> nn.Module:
 
 
 def prepare_model(
-    module: nn.Module, ignore_patterns, qcfg: Any, fold_bn: bool = True
+    module: nn.Module,
+    ignore_patterns,
+    qcfg: Any,
+    fold_bn: bool = True,
+    rules: str | None = None,
 ) -> tuple[nn.Module, nn.Module, QuantPlan]:
     """(float BN-folded model, its fake-quant twin, plan). Quantizers start disabled.
 
-    ``qcfg``: a quantizer schema (bits, per_channel, and ``residual`` where it has one)."""
+    ``qcfg``: a quantizer schema (bits, per_channel, and ``residual`` and ``qdq_rules`` where
+    it has them); ``rules`` overrides its ``qdq_rules``."""
     fmodel = float_twin(module, fold_bn)
     layers, _ = quantizable(fmodel)
     ignored = select_ignored(list(ignore_patterns), fmodel, layers)
@@ -57,6 +63,7 @@ def prepare_model(
         a_bits=qcfg.a_bits,
         per_channel=qcfg.per_channel,
         residual=getattr(qcfg, "residual", True),
+        rules=rules if rules is not None else getattr(qcfg, "qdq_rules", QdqRules.none),
     )
     return fmodel, qmodel, plan
 
@@ -117,4 +124,12 @@ def set_ranges(
         wq.set_amax(weight.weight_amax(w, weight_params, wq.bits, wq.per_channel))
     for block, first in plan.residual.items():
         cast(ActQuantizer, qmodel.get_submodule(block).residual_quantizer).set_amax(amaxes[first])
+    for group in plan.shared:  # qdq_rules=trt: the observer on what the whole group reads
+        shared = cast(ActQuantizer, qmodel.get_submodule(group.quantizers[0]))
+        amax = act.act_amax(merge([stats[n] for n in group.stats]), act_params, shared.bits)
+        shared.set_amax(amax)
+        for path in group.quantizers:
+            owner, _, attr = path.rpartition(".")
+            if attr == "input_quantizer":
+                amaxes[owner] = amax
     return amaxes

@@ -33,6 +33,7 @@ from qexp.quant.ignore import select_ignored
 from qexp.quant.pipeline import FakeQuantQuantizer, PTQConfig
 from qexp.quant.placement import quantizable
 from qexp.quant.plugins.guard import missing
+from qexp.quant.qdq_rules import QdqRules
 from qexp.quant.steps import float_twin, quant_device
 from qexp.registry import QUANTIZERS
 
@@ -55,6 +56,8 @@ class ModelOptConfig(PTQConfig):
 
 
 def check(q: PTQConfig, s: Settings) -> str | None:
+    if q.qdq_rules != QdqRules.none:
+        return "quantizer=ptq_modelopt places ModelOpt's own quantizers: qdq_rules=none only"
     if why := missing("modelopt", "quantizer=ptq_modelopt needs NVIDIA ModelOpt", "modelopt"):
         return why
     if s.observer.act not in METHODS:

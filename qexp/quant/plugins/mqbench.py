@@ -47,6 +47,7 @@ from qexp.quant.deployable import make_deployable
 from qexp.quant.fakequant import ActQuantizer, quant_layers
 from qexp.quant.pipeline import FakeQuantQuantizer, PTQConfig
 from qexp.quant.plugins.guard import missing
+from qexp.quant.qdq_rules import QdqRules
 from qexp.quant.sensitivity import ignore_patterns
 from qexp.quant.steps import prepare_model
 from qexp.registry import QUANTIZERS
@@ -73,6 +74,8 @@ class MQBenchConfig(PTQConfig):
 
 
 def check(q: PTQConfig, s: Settings) -> str | None:
+    if q.qdq_rules != QdqRules.none:  # its ranges are set per layer: tying would undo them
+        return "quantizer=ptq_mqbench sets its own ranges per layer: qdq_rules=none only"
     if why := missing("mqbench", "quantizer=ptq_mqbench needs MQBench", "mqbench"):
         return why
     if s.observer.act not in OBSERVERS:

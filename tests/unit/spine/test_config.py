@@ -12,10 +12,11 @@ from tests.conftest import CONF
 AXIS_FILES = sorted(
     (p.parent.name, p.stem)
     for p in CONF.glob("*/*.yaml")
-    if p.parent.name not in ("experiment", "paper", "hydra", "launcher")
+    if p.parent.name not in ("experiment", "paper", "hydra", "launcher", "recipe")
 )
 NAMED = sorted(p.stem for p in CONF.glob("experiment/*.yaml"))
 PAPERS = sorted(p.stem for p in CONF.glob("paper/*.yaml"))
+RECIPES = sorted(p.stem for p in CONF.glob("recipe/*.yaml"))
 
 
 @pytest.mark.parametrize(("axis", "choice"), AXIS_FILES, ids=[f"{a}={c}" for a, c in AXIS_FILES])
@@ -29,6 +30,11 @@ def test_every_axis_file_composes(compose, axis, choice):
 @pytest.mark.parametrize("name", NAMED)
 def test_every_experiment_composes(compose, name):
     validate(compose([f"experiment={name}"]))
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_composes(compose, name):
+    validate(compose([f"recipe={name}"]))
 
 
 @pytest.mark.parametrize("name", PAPERS)
