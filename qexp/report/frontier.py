@@ -20,7 +20,13 @@ from qexp.config.axes import QUANT_ONLY_AXES, RECIPE
 from qexp.record import FINISHED
 from qexp.report import plots
 from qexp.report.columns import short_labels
-from qexp.report.table import FLOAT_QUANTIZERS, in_sweep_order, with_knobs
+from qexp.report.table import (
+    FLOAT_QUANTIZERS,
+    in_sweep_order,
+    varying_axes,
+    varying_knobs,
+    with_knobs,
+)
 
 REFERENCE = "fp16"  # the quantizer of the engine every row is read against
 ENGINE = "tensorrt"  # the backend whose rows are engines
@@ -92,7 +98,9 @@ def frontier(df: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame | 
             f"INT8 frontier not drawn: no FINISHED TensorRT fp16 engine (quantizer={REFERENCE}) "
             f"to read the {len(int8)} INT8 engine(s) against; add recipe=fp16 to the sweep"
         )
-    group = [k for k in keys if k not in (RECIPE, "quantizer") and refs[k].nunique() > 1]
+    # the fp16 engines a sweep holds per model (data, imgsz, ...): each engine is read against
+    # its own; never split by what fp16 does not read (observer, quantizer.* settings)
+    group = [k for k in keys if not _quant_key(k) and refs[k].nunique() > 1]
     engines = engines.assign(label=_labels(engines, keys, group))
     out, notes = [], []
     for key, members in _groups(engines, group):
@@ -114,9 +122,12 @@ def frontier(df: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame | 
 
 
 def _row_keys(df: pd.DataFrame) -> list[str]:
-    from qexp.report.table import varying_axes, varying_knobs
-
     return varying_axes(df) + varying_knobs(df)
+
+
+def _quant_key(key: str) -> bool:
+    axis = key.split(".", 1)[0]
+    return key == RECIPE or axis == "quantizer" or axis in QUANT_ONLY_AXES
 
 
 def _is_int8(df: pd.DataFrame) -> pd.Series:

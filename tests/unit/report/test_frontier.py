@@ -177,3 +177,22 @@ def test_qexp_report_prints_the_frontier_above_the_table(capsys):
     assert out.startswith(f"### {F.TITLE}")
     assert "| **trt_builtin entropy2** |   0.3656 |          -3.87 |     13703 |      1.36 |" in out
     assert out.index(F.TITLE) < out.index("| quantizer")
+
+
+def test_fp16_engines_are_not_split_by_what_fp16_does_not_read(tmp_path):
+    """Two fp16 engines that differ only in observer (one per sweep, read together): every INT8
+    engine is read against the latest of them, whatever its observer."""
+    df = from_records(
+        write_sweep(
+            tmp_path,
+            [
+                _engine(None, "fp16", 10000, 0.40, choices={"observer": "entropy"}),
+                _engine(None, "ptq", 12000, 0.39, choices={"observer": "mse"}),
+                _engine(None, "ptq", 13000, 0.38, choices={"observer": "percentile"}),
+                _engine(None, "fp16", 8000, 0.40, choices={"observer": "minmax"}),
+            ],
+        )
+    )
+    front = F.frontier(df, ["quantizer", "observer"])
+    assert front is not None and front.attrs["group"] == []
+    assert list(front["ratio_b32"]) == pytest.approx([1.25, 1.5, 1.625, 1.0])
