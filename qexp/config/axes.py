@@ -9,3 +9,8 @@ AXES = ("model", "data", "quantizer", "observer", "calibrator", "ignore", "backe
 # that differ only in an unread axis are the same job.
 NEUTRAL = {"observer": "minmax", "calibrator": "none", "ignore": "none"}
 QUANT_ONLY_AXES = tuple(NEUTRAL)
+
+# One row of a frontier sweep (conf/recipe/NAME.yaml sets several axes at once). Not one of a
+# record's choices, which stay the axes it sets; the report reads it back from the job's
+# overrides (``recipe=NAME``) and uses it as a row key where it varies.
+RECIPE = "recipe"

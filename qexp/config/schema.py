@@ -259,6 +259,15 @@ class PaperCell:
     row: dict[str, str] = field(default_factory=dict)
     metric: str = "map50_95"
     value: float = MISSING
+    label: str = ""  # the paper's name for the row where ours stands in for it
+
+
+class PaperCompare(Choice):
+    """How our rows are read against the paper's: their values (same data and weights), or,
+    where the data differ (a smoke run on a subset), each row's Δ vs a reference row."""
+
+    value = "value"
+    delta = "delta"
 
 
 @dataclass
@@ -268,7 +277,13 @@ class PaperConfig:
     source: str = ""
     needs: str = ""  # data/weights the published numbers need
     tolerance: float = 0.01
-    cells: list[PaperCell] = field(default_factory=list)
+    cells: list[PaperCell] = field(default_factory=list)  # compared by value
+    # compare=delta: the paper's own numbers on its data (``published_on``), each row's Δ vs
+    # the ``delta_row`` row compared with ours on this config's data
+    compare: PaperCompare = PaperCompare.value
+    delta_row: dict[str, str] = field(default_factory=lambda: {"quantizer": "none"})
+    published_on: str = ""
+    published: list[PaperCell] = field(default_factory=list)
 
 
 @dataclass

@@ -12,12 +12,13 @@ import pandas as pd
 from qexp.cache import file_hash
 from qexp.record import RECORD_FILE
 from qexp.report import columns as C
+from qexp.report import frontier as F
 from qexp.report import paper as P
 from qexp.report import plots
 from qexp.report.html import Page, Plot, render_page
 from qexp.report.load import artifact_path
-from qexp.report.render import to_html
-from qexp.report.table import comparison_table, varying_axes
+from qexp.report.render import to_html, to_markdown
+from qexp.report.table import comparison_table, varying_axes, with_knobs
 
 log = logging.getLogger("qexp")
 
@@ -63,6 +64,7 @@ class Report:
     title: str
     table: pd.DataFrame
     paper: pd.DataFrame | None = None
+    frontier: pd.DataFrame | None = None  # TensorRT engines vs the fp16 one (frontier.py)
     plots: list[Plot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # plots that could not be drawn, and why
     meta: dict[str, str] = field(default_factory=dict)
@@ -72,12 +74,24 @@ class Report:
         sections = []
         if self.paper is not None:
             sections.append(("", P.to_html(self.paper)))
+        if self.frontier is not None:
+            sections.append((F.TITLE, F.to_html(self.frontier)))
         sections.append(("Comparison table", to_html(self.table)))
         if self.notes:
             items = "".join(f"<li>{n}</li>" for n in self.notes)
             sections.append(("Notes", f"<ul>{items}</ul>"))
         page = Page(self.title, self.meta, self.counts, sections, self.plots)
         return render_page(page)
+
+    def markdown(self, plots_dir: str | None = None) -> str:
+        """The paper comparison, the frontier and the table as markdown; ``plots_dir``: where
+        the page's PNGs are, relative to the markdown file (the frontier plot is linked)."""
+        parts = [P.to_markdown(self.paper)] if self.paper is not None else []
+        if self.frontier is not None:
+            png = next((p.name for p in self.plots if p.name == F.PNG), None)
+            image = f"{plots_dir}/{png}" if plots_dir and png else None
+            parts.append(F.to_markdown(self.frontier, image=image))
+        return "\n\n".join([*parts, to_markdown(self.table)])
 
     def write(self, out: Path) -> list[Path]:
         """The page at ``out`` (self-contained) and each plot as a PNG beside it."""
@@ -110,6 +124,18 @@ def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -
     if paper:
         rep.paper = P.compare(df, paper)
     rows = table.attrs.get("rows") or varying_axes(df)
+    try:
+        rep.frontier = F.frontier(df, rows)
+    except F.NoFrontier as e:  # INT8 engines but no fp16 engine: say so in one line
+        rep.notes.append(str(e))
+    except Exception as e:  # noqa: BLE001 - as a plot: never lose the table for it
+        log.warning("report: INT8 frontier not drawn: %s", e)
+        rep.notes.append(f"INT8 frontier not drawn: {e}")
+    if rep.frontier is not None:
+        _try(rep, _frontier, rep.frontier)
+    # the row keys may be swept config values (quantizer.qdq_rules=none,trt): as columns, so
+    # rows that differ only there stay two points (two engines) with two labels
+    df = with_knobs(df, rows)
     for draw in (_pareto, _precision, _sensitivity):
         _try(rep, draw, df, rows, opts)
     if opts.calib_tensor:
@@ -117,12 +143,26 @@ def build(df: pd.DataFrame, experiment: str = "", opts: Options | None = None) -
     return rep
 
 
-def _try(rep: Report, draw, df: pd.DataFrame, rows: list[str], opts: Options) -> None:
+def _try(rep: Report, draw, *args) -> None:
     try:
-        rep.plots += draw(df, rows, opts)
+        rep.plots += draw(*args)
     except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn must not lose the table
         log.warning("report: %s plot not drawn: %s", draw.__name__.strip("_"), e)
         rep.notes.append(f"{draw.__name__.strip('_')} plot not drawn: {e}")
+
+
+def _frontier(frontier: pd.DataFrame) -> list[Plot]:
+    return [
+        Plot(
+            F.TITLE,
+            plots.png_bytes(F.plot(frontier)),
+            "Each point is a TensorRT engine: its mAP50-95 Δ vs the fp16 engine (star) against "
+            "its batch-32 throughput over the fp16 engine's; the dashed line joins the "
+            f"Pareto-optimal ones; the green box is the target (≥ {F.TARGET_RATIO}× at "
+            f"≤ {-F.TARGET_DELTA_PT} pt loss).",
+            name=F.PNG,
+        )
+    ]
 
 
 def _pareto(df: pd.DataFrame, rows: list[str], opts: Options) -> list[Plot]:

@@ -36,8 +36,6 @@ class SweepReport(Callback):
     def _report(self, config: DictConfig) -> None:
         from qexp.report.build import build
         from qexp.report.load import from_records
-        from qexp.report.paper import to_markdown
-        from qexp.report.render import to_markdown as table_md
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         df = from_records(sweep_dir)
@@ -45,10 +43,7 @@ class SweepReport(Callback):
             log.warning("no result records under %s; no report", sweep_dir)
             return
         rep = build(df, str(config.experiment_name))
-        text = ([to_markdown(rep.paper), ""] if rep.paper is not None else []) + [
-            table_md(rep.table)
-        ]
-        md = "\n".join(text)
+        md = rep.markdown(plots_dir="report" if self.html else None)
         (sweep_dir / "report.md").write_text(md + "\n")
         print(f"\n{md}\n")
         if self.html:

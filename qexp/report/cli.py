@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from qexp.report import frontier as F
 from qexp.report import paper as P
 from qexp.report.build import Options, build
 from qexp.report.load import from_mlflow, from_records
@@ -155,8 +156,17 @@ def _baseline(spec: str) -> dict[str, str] | str | None:
 
 
 def _text_report(df, experiment: str, opts: Options, fmt: str, mark_best: bool) -> str:
-    text = render(opts.table(df), fmt, mark_best=mark_best)
-    paper = opts.paper_for(df, experiment) if fmt == "md" else None
+    table = opts.table(df)
+    text = render(table, fmt, mark_best=mark_best)
+    if fmt != "md":
+        return text
+    try:  # TensorRT engines vs the fp16 one, where the runs have INT8 engines
+        front = F.frontier(df, table.attrs.get("rows"))
+    except F.NoFrontier as e:
+        front, text = None, f"{text}\n\n{e}"
+    if front is not None:
+        text = F.to_markdown(front) + "\n\n" + text
+    paper = opts.paper_for(df, experiment)
     if paper:
         text = P.to_markdown(P.compare(df, paper)) + "\n\n" + text
     return text

@@ -1,6 +1,7 @@
 """Runs of a sweep as one pandas DataFrame, from MLflow or from records on disk.
 
-Both sources give the same columns: one per axis (the choice), ``status``, ``reason``,
+Both sources give the same columns: one per axis (the choice), ``recipe`` (the frontier row a
+job was launched as, read from its overrides; None for most jobs), ``status``, ``reason``,
 ``equivalent_to`` (the job a SKIPPED one repeats, :class:`qexp.record.Equivalent`),
 ``precision``, bookkeeping (config hash, record id, sweep id, job dir, start time, run name,
 when its sweep ran), ``artifacts`` (name -> path relative to the job dir), where this machine
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from qexp.config.axes import AXES
+from qexp.config.axes import AXES, RECIPE
 from qexp.record import (
     RECORD_FILE,
     SKIPPED,
@@ -73,6 +74,7 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
         rows.append(
             {
                 **{a: r.choices.get(a) for a in AXES},
+                RECIPE: recipe_of(r.overrides),
                 STATUS: r.status,
                 "reason": r.reason or first_line(r.error),
                 "equivalent_to": r.equivalent_to,
@@ -147,6 +149,7 @@ def from_mlflow(
         reason = t.get(TAG_REASON) or first_line(t.get("qexp.error"))
         row = {
             **{a: params.get(a) for a in AXES},
+            RECIPE: None,
             STATUS: t.get("qexp.status"),
             "reason": reason,
             "equivalent_to": _equivalent(t.get(TAG_EQUIVALENT), t.get("qexp.status"), reason),
@@ -168,7 +171,9 @@ def from_mlflow(
             "params": {k: v for k, v in params.items() if "." in k},
             **run.data.metrics,
         }
-        row["artifacts"] = _artifacts_of(row)
+        rec = _record_of(row)
+        row["artifacts"] = dict(rec.get("artifacts") or {})
+        row[RECIPE] = recipe_of(rec.get("overrides") or [])
         rows.append(row)
     return _select(pd.DataFrame(rows), sweep, latest_sweep)
 
@@ -196,13 +201,24 @@ def _local_dir(artifact_uri: str | None) -> str | None:
     return None
 
 
-def _artifacts_of(row: dict) -> dict[str, str]:
-    """The record's artifact map, from its result.json wherever this machine can read it."""
+def _record_of(row: dict) -> dict:
+    """The run's result.json (its artifact map, its overrides), wherever this machine can
+    read it; {} when it cannot."""
     p = artifact_path(pd.Series(row), RECORD_FILE)
     try:
-        return dict(json.loads(p.read_text()).get("artifacts") or {}) if p else {}
+        rec = json.loads(p.read_text()) if p else {}
+        return rec if isinstance(rec, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def recipe_of(overrides: list[str]) -> str | None:
+    """The ``recipe=NAME`` a job was launched with (a frontier sweep's row), else None."""
+    for o in overrides:
+        key, sep, value = str(o).lstrip("+").partition("=")
+        if sep and key == RECIPE and value not in ("", "null"):
+            return value
+    return None
 
 
 def _select(df: pd.DataFrame, sweep: str | None, latest_sweep: bool) -> pd.DataFrame:
@@ -222,7 +238,7 @@ def _select(df: pd.DataFrame, sweep: str | None, latest_sweep: bool) -> pd.DataF
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """The metric columns of a loaded frame (everything that is not an axis or bookkeeping)."""
-    return [c for c in df.columns if c not in AXES and c not in BOOKKEEPING]
+    return [c for c in df.columns if c not in AXES and c != RECIPE and c not in BOOKKEEPING]
 
 
 def artifact_path(row: pd.Series, name: str) -> Path | None:

@@ -2,11 +2,13 @@
 
 A paper config (``conf/paper/NAME.yaml``, schema :class:`qexp.config.schema.PaperConfig`)
 holds the sweep and the published cells; its sweep logs into experiment ``paper_<NAME>``.
+Where its data differ from the paper's (``compare: delta``: a smoke run on a subset), the
+paper's own numbers (``published``) are read as Δs vs a reference row (``delta_row``, the
+fp32 one) and set beside our Δs: :func:`compare_deltas`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -16,10 +18,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from qexp.record import FINISHED, RECORD_FILE, Equivalent
-from qexp.report import columns as C
 from qexp.report.load import artifact_path
+from qexp.report.paper_render import MISS, NOT_RUN, PASS, summary, to_html, to_markdown
 
-PASS, MISS, NOT_RUN = "pass", "MISS", "not run"
+# a paper table is built here and printed by paper_render; callers read both through here
+__all__ = ["DELTA", "MISS", "NOT_RUN", "PASS", "PREFIX", "available", "check", "compare",
+           "compare_deltas", "load_paper", "paper_for", "paper_from_job", "summary", "to_html",
+           "to_markdown"]  # fmt: skip
+DELTA = "delta"  # paper.compare: each row's Δ vs the reference row, ours beside the paper's
 PREFIX = "paper_"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -49,9 +55,37 @@ def load_paper(name: str) -> dict[str, Any]:
     finally:
         if saved is not None:
             GlobalHydra.instance().initialize(saved)
-    paper = OmegaConf.to_container(cfg.paper, resolve=True)
+    paper = OmegaConf.to_container(cfg.paper, resolve=True, enum_to_str=True)
     assert isinstance(paper, dict)
-    return {str(k): v for k, v in paper.items()}
+    out = {str(k): v for k, v in paper.items()}
+    check(out)
+    return out
+
+
+def _delta_row(paper: dict[str, Any]) -> dict[str, str]:
+    """The row every Δ is read against (the schema's default: the fp32 one)."""
+    return _norm(paper.get("delta_row") or {"quantizer": "none"})
+
+
+def _norm(row: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in row.items()}
+
+
+def check(paper: dict[str, Any]) -> None:
+    """A Δ comparison needs the paper's numbers and, per metric, its reference row's value."""
+    if paper.get("compare") != DELTA:
+        return
+    name, ref = paper.get("name"), _delta_row(paper)
+    published = paper.get("published") or []
+    if not published:
+        raise ValueError(f"paper {name}: compare=delta needs the paper's numbers (published)")
+    have = {c.get("metric", "map50_95") for c in published if _norm(c["row"]) == ref}
+    want = {c.get("metric", "map50_95") for c in published}
+    if want - have:
+        raise ValueError(
+            f"paper {name}: compare=delta reads each Δ against the {_row_label(ref)} row; "
+            f"published has no such cell for {sorted(want - have)}"
+        )
 
 
 def paper_from_job(config: Path | None) -> dict[str, Any] | None:
@@ -92,20 +126,12 @@ def compare(df: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
     out = []
     for cell in paper.get("cells") or []:
         row, metric, theirs = dict(cell["row"]), cell.get("metric", "map50_95"), cell["value"]
-        bad = [a for a in row if a not in df and "." not in a]
-        if bad:
-            raise ValueError(f"paper {paper.get('name')}: cell row {row} names unknown axes {bad}")
-        match = _matching(done, row)
-        ours, note = math.nan, ""
-        if len(match) and metric in match and pd.notna(match[metric].iloc[-1]):
-            ours = float(match[metric].iloc[-1])
-        elif not len(match):
-            ours, note = _from_equivalent(df, row, metric)
+        _check_axes(df, paper, row)
+        ours, note, match = _ours(df, done, row, metric)
         delta = ours - float(theirs)
+        verdict = PASS if abs(delta) <= tol + 1e-12 else MISS
         if math.isnan(ours):
-            verdict, note = NOT_RUN, _why_not_run(df, row, metric)
-        else:
-            verdict = PASS if abs(delta) <= tol + 1e-12 else MISS
+            verdict = NOT_RUN
         out.append(
             {
                 "row": _row_label(row),
@@ -131,8 +157,69 @@ def compare(df: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
         source=paper.get("source", ""),
         needs=paper.get("needs", ""),
         tolerance=tol,
+        deltas=compare_deltas(df, paper) if paper.get("compare") == DELTA else None,
+        published_on=paper.get("published_on", ""),
+        delta_row=_row_label(_delta_row(paper)),
     )
     return table
+
+
+def _check_axes(df: pd.DataFrame, paper: dict[str, Any], row: dict[str, str]) -> None:
+    bad = [a for a in row if a not in df and "." not in a]
+    if bad:
+        raise ValueError(f"paper {paper.get('name')}: cell row {row} names unknown axes {bad}")
+
+
+def _ours(
+    df: pd.DataFrame, done: pd.DataFrame, row: dict[str, str], metric: str
+) -> tuple[float, str, pd.DataFrame]:
+    """Our number for a cell (the latest finished job with its choices, else the FINISHED job
+    a SKIPPED one repeats), a note on where it came from or why there is none, the jobs."""
+    match = _matching(done, row)
+    if len(match) and metric in match and pd.notna(match[metric].iloc[-1]):
+        return float(match[metric].iloc[-1]), "", match
+    if not len(match):
+        ours, note = _from_equivalent(df, row, metric)
+        if not math.isnan(ours):
+            return ours, note, match
+    return math.nan, _why_not_run(df, row, metric), match
+
+
+def compare_deltas(df: pd.DataFrame, paper: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per published cell: theirs and ours, each as a Δ (mAP points) vs its own reference row
+    (``delta_row``), and the gap, our Δ - their Δ. For data that differ from the paper's, where
+    the values cannot match but the cost of a quantizer can."""
+    ref = _delta_row(paper)
+    done = df[df["status"] == "FINISHED"].sort_values("started_at", kind="stable")
+    published = paper.get("published") or []
+    their_ref = {c.get("metric", "map50_95"): float(c["value"]) for c in published
+                 if _norm(c["row"]) == ref}  # fmt: skip
+    out = []
+    for cell in published:
+        row, metric, theirs = dict(cell["row"]), cell.get("metric", "map50_95"), cell["value"]
+        _check_axes(df, paper, row)
+        ours, note, match = _ours(df, done, row, metric)
+        our_ref, ref_note, _ = _ours(df, done, ref, metric)
+        is_ref = _norm(row) == ref
+        their_d = (float(theirs) - their_ref.get(metric, math.nan)) * 100
+        our_d = (ours - our_ref) * 100
+        if not is_ref and not math.isnan(ours) and math.isnan(our_ref):
+            note = f"no {_row_label(ref)} row to read it against ({ref_note})"
+        label = _row_label(row) + (f" (theirs: {cell['label']})" if cell.get("label") else "")
+        out.append(
+            {
+                "row": label,
+                "metric": metric,
+                "theirs": float(theirs),
+                "ours": ours,
+                "their_delta": math.nan if is_ref else their_d,
+                "our_delta": math.nan if is_ref else our_d,
+                "gap": math.nan if is_ref else our_d - their_d,
+                "reference": is_ref,
+                "note": note,
+            }
+        )
+    return out
 
 
 def _matching(df: pd.DataFrame, row: dict[str, str]) -> pd.DataFrame:
@@ -176,90 +263,3 @@ def _why_not_run(df: pd.DataFrame, row: dict[str, str], metric: str) -> str:
         return f"the job recorded no {metric}"
     reason = str(last.get("reason") or "").strip()
     return f"{last['status']}" + (f": {reason}" if reason else "")
-
-
-def summary(table: pd.DataFrame) -> str:
-    n = len(table)
-    counts = table["verdict"].value_counts() if n else {}
-    return (
-        f"{counts.get(PASS, 0)}/{n} cells within ±{table.attrs.get('tolerance', 0):g}, "
-        f"{counts.get(MISS, 0)} missed, {counts.get(NOT_RUN, 0)} not run"
-    )
-
-
-def _cells(table: pd.DataFrame) -> list[dict[str, str]]:
-    return [
-        {
-            "row": r["row"],
-            "precision": str(r["precision"] or ""),
-            "metric": r["metric"],
-            "theirs": C.fmt_value(r["metric"], r["theirs"]),
-            "ours": C.fmt_value(r["metric"], r["ours"]),
-            "delta": C.fmt_delta(r["delta"]),
-            "verdict": r["verdict"],
-            "note": r["note"],
-        }
-        for _, r in table.iterrows()
-    ]
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    a = table.attrs
-    head = [f"### {a.get('title') or a.get('name')}", ""]
-    if a.get("source"):
-        head.append(f"Source: {a['source']}")
-    if a.get("needs"):
-        head.append(f"Needs: {a['needs']}")
-    if a.get("ran_on"):
-        head.append(f"Ran on: {a['ran_on']}")
-    cells = _cells(table)
-    if not cells:
-        return "\n".join(head + ["", "(the paper config has no cells)"])
-    cols = [c for c in cells[0] if c != "note" or any(r["note"] for r in cells)]
-    num = {"theirs", "ours", "delta"}
-    w = {c: max(len(c), *(len(r[c]) for r in cells)) for c in cols}
-
-    def line(vals: dict[str, str]) -> str:
-        return (
-            "| "
-            + " | ".join(vals[c].rjust(w[c]) if c in num else vals[c].ljust(w[c]) for c in cols)
-            + " |"
-        )
-
-    sep = "|" + "|".join("-" * (w[c] + 1) + ":" if c in num else "-" * (w[c] + 2) for c in cols)
-    body = [line({c: c for c in cols}), sep + "|"] + [line(r) for r in cells]
-    return "\n".join(head + [""] + body + ["", summary(table)])
-
-
-def to_html(table: pd.DataFrame) -> str:
-    a = table.attrs
-    parts = [f"<h2>{html.escape(str(a.get('title') or a.get('name')))}</h2>"]
-    if a.get("source"):
-        src = html.escape(str(a["source"]))
-        link = src.split()[0] if src.startswith("http") else ""
-        parts.append(
-            f'<p>Source: <a href="{link}">{src}</a></p>' if link else f"<p>Source: {src}</p>"
-        )
-    for key in ("needs", "ran_on"):
-        if a.get(key):
-            label = "Needs" if key == "needs" else "Ran on"
-            parts.append(f"<p>{label}: {html.escape(str(a[key]))}</p>")
-    cells = _cells(table)
-    if cells:
-        cols = [c for c in cells[0] if c != "note" or any(r["note"] for r in cells)]
-        head = "".join(f"<th>{c}</th>" for c in cols)
-        rows = []
-        for r in cells:
-            cls = {"pass": "pass", "MISS": "miss"}.get(r["verdict"], "notrun")
-            tds = "".join(
-                f'<td class="{"num" if c in ("theirs", "ours", "delta") else c}">'
-                f"{html.escape(r[c])}</td>"
-                for c in cols
-            )
-            rows.append(f'<tr class="{cls}">{tds}</tr>')
-        parts.append(
-            f'<table class="qexp paper"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>"
-        )
-    parts.append(f"<p>{html.escape(summary(table))}</p>")
-    return "\n".join(parts)

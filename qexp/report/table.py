@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from qexp.config.axes import AXES, QUANT_ONLY_AXES
+from qexp.config.axes import AXES, QUANT_ONLY_AXES, RECIPE
 from qexp.record import FINISHED, SKIPPED, Equivalent
 from qexp.report import columns as C
 
@@ -28,7 +28,8 @@ class TableError(ValueError):
 
 
 def varying_axes(df: pd.DataFrame) -> list[str]:
-    axes = [a for a in AXES if a in df and df[a].nunique(dropna=True) > 1]
+    """The axes whose choice varies, the recipe (a frontier sweep's row name) first."""
+    axes = [a for a in (RECIPE, *AXES) if a in df and df[a].nunique(dropna=True) > 1]
     return axes or [a for a in ("model", "quantizer") if a in df]
 
 
@@ -106,7 +107,7 @@ def comparison_table(
             out = pd.DataFrame()
             out.attrs.update(notes=[_left_out_note(left_out)], left_out=left_out, kinds={})
             return out
-    df = _with_knobs(df, axes)
+    df = with_knobs(df, axes)
     rows = list(axes) if axes else varying_axes(df) + varying_knobs(df)
     if cols:
         if cols not in df:
@@ -129,7 +130,7 @@ def comparison_table(
         if df[a].nunique() > 1
     ]
     df = df.sort_values("started_at", kind="stable").drop_duplicates(subset=key, keep="last")
-    df = _in_sweep_order(df)
+    df = in_sweep_order(df)
     if hide_equivalent:
         df, folded = _fold_equivalent(df, key)
         notes += folded
@@ -195,7 +196,7 @@ def _add_spread(
     return {C.SPREAD: ("spread", p50)}
 
 
-def _in_sweep_order(df: pd.DataFrame) -> pd.DataFrame:
+def in_sweep_order(df: pd.DataFrame) -> pd.DataFrame:
     """Jobs as their sweeps listed them (sweeps by start, then Hydra's job number, which is
     the job dir's name), so a resumed job keeps its place."""
     num = pd.to_numeric(
@@ -215,7 +216,7 @@ def _sort_by_appearance(out: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out.loc[ranks.sort_values(by, kind="stable").index].reset_index(drop=True)
 
 
-def _with_knobs(df: pd.DataFrame, wanted: list[str] | None) -> pd.DataFrame:
+def with_knobs(df: pd.DataFrame, wanted: list[str] | None = None) -> pd.DataFrame:
     """Expose dotted config keys (swept knobs, or asked for by name) as columns."""
     knobs = varying_knobs(df) + [k for k in (wanted or []) if "." in k]
     if not knobs:

@@ -26,9 +26,10 @@ def test_paper_smoke_prints_ours_beside_theirs(qexp):
     p = qexp("paper=ultralytics_yolov8n_trt_smoke", *TINY)
     out = qexp.out
     recs = {r.choices["quantizer"]: r for r in map(read_record, find_records(out / "sweeps"))}
-    assert set(recs) == {"none", "fp16", "ptq"}
+    assert set(recs) == {"none", "fp16", "ptq", "trt_builtin"}
     assert recs["none"].status == FINISHED and recs["ptq"].status == FINISHED
     assert recs["fp16"].status == SKIPPED and "fp16" in recs["fp16"].reason
+    assert recs["trt_builtin"].status == SKIPPED  # TensorRT's own INT8: on a GPU
     assert {r.experiment for r in recs.values()} == {"paper_ultralytics_yolov8n_trt_smoke"}
 
     # the side-by-side table: theirs, ours, delta and a verdict per published cell
@@ -39,6 +40,14 @@ def test_paper_smoke_prints_ours_beside_theirs(qexp):
     assert float(fp32.group(1)) == pytest.approx(recs["none"].metrics["map50_95"], abs=1e-4)
     assert "Ran on: model=yolov8n, data=tiny" in text
     assert re.search(r"\d/4 cells within ±0\.005", text)
+    # the page measured val2017, this the 206-image subset: Δs vs the fp32 row, side by side
+    assert "#### Δ vs the quantizer=none row, ours beside the paper's" in text
+    assert "The data differ from the paper's (theirs: COCO val2017" in text
+    ptq = re.search(r"\| quantizer=ptq \(theirs: TensorRT INT8 MinMax\) +\| map50_95 +\| +0\.3300 \|"
+                    r" +(\S+) \| +-4\.00 \| +(\S+) \|", text)  # fmt: skip
+    assert ptq, text
+    ours = (recs["ptq"].metrics["map50_95"] - recs["none"].metrics["map50_95"]) * 100
+    assert float(ptq.group(2)) == pytest.approx(ours, abs=0.006)
     # and the sweep's own comparison table, fp16 SKIPPED with its reason
     assert re.search(r"\| fp16 +\| SKIPPED", text)
 

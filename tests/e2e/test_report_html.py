@@ -75,9 +75,10 @@ def _wide_sweep(tmp_path):
     return write_sweep(tmp_path, jobs, experiment="trt_wide")
 
 
-# at the table box's scroll start and end: where the page, the box, the table and each
+# at the comparison table box's scroll start and end (not the frontier's or the paper's): where the page, the box, the table and each
 # header cell are; whether a header's text overflows its cell (a column squeezed too narrow)
-_LAYOUT_JS = """(() => { const box = document.querySelector('.scroll');
+_LAYOUT_JS = """(() => { const box = [...document.querySelectorAll('.scroll')].find(
+    b => b.querySelector('table.qexp:not(.frontier):not(.paper)'));
   const t = box.querySelector('table.qexp');
   const cells = () => Object.fromEntries([...t.querySelectorAll('thead th')].map(th => {
     const r = th.getBoundingClientRect();

@@ -26,8 +26,8 @@ def write_sweep(
     root: Path, jobs: list[dict], experiment: str = "demo", name: str = "2026-01-01_00-00-00"
 ) -> Path:
     """One record per job dict (choices, metrics, status, reason, error, artifacts, info,
-    config: extra config sections, e.g. {"model": {"weights": ...}}); ``name``: the sweep dir,
-    a timestamp whose date and time also set the jobs' start times."""
+    overrides, config: extra config sections, e.g. {"model": {"weights": ...}}); ``name``: the
+    sweep dir, a timestamp whose date and time also set the jobs' start times."""
     sweep = root / "sweeps" / experiment / name
     day, hour = name.split("_")
     for i, job in enumerate(jobs):
@@ -43,9 +43,14 @@ def write_sweep(
             experiment=experiment,
             config_hash=f"hash{i}",
             choices=choices,
+            overrides=job.get("overrides", []),
             config={
-                "quantizer": {"name": choices["quantizer"], "precision": precision},
                 **job.get("config", {}),
+                "quantizer": {
+                    "name": choices["quantizer"],
+                    "precision": precision,
+                    **job.get("config", {}).get("quantizer", {}),
+                },
                 "model": {"imgsz": job.get("imgsz", 640), **job.get("config", {}).get("model", {})},
             },  # fmt: skip
             metrics=job.get("metrics", {}),

@@ -9,6 +9,7 @@ import pytest
 from qexp.record import SKIPPED
 from qexp.report import paper as P
 from qexp.report.load import from_records
+from tests.conftest import ROOT
 from tests.unit.report.conftest import m, write_sweep
 
 PAPER = {
@@ -24,6 +25,12 @@ PAPER = {
         {"row": {"quantizer": "trt_builtin"}, "metric": "map50_95", "value": 0.33},
     ],
 }
+
+
+@pytest.fixture(scope="module")
+def real_trt():
+    """A real TensorRT sweep's records (yolov8n on the 206-image subset, 4xH100)."""
+    return from_records(ROOT / "tests" / "fixtures" / "sweep_tensorrt_4xh100")
 
 
 def test_every_paper_config_composes_with_cells():
@@ -101,3 +108,84 @@ def test_paper_from_experiment_name(tmp_path):
     paper = P.paper_for(df, "paper_yolov5s_seeds", None)
     assert paper is not None and paper["name"] == "yolov5s_seeds"
     assert P.paper_for(df, "some_sweep", None) is None
+
+
+SMOKES = ["mmyolo_yolov8n_trt_smoke", "ultralytics_yolov8n_trt_smoke", "yolov5s_seeds_smoke"]
+
+
+@pytest.mark.parametrize("name", SMOKES)
+def test_smoke_papers_run_on_tensorrt(compose, name):
+    """`qexp paper=<name> backend=tensorrt`: every job of its sweep composes, validates and is
+    one the quantizer makes and TensorRT takes (a missing optional library aside)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from qexp.config.validate import validate
+    from qexp.runner import plugins_of
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        h = hydra_compose("config", [f"paper={name}"], return_hydra_config=True)
+    jobs = [q.strip() for q in str(h.hydra.sweeper.params.quantizer).split(",")]
+    assert len(jobs) >= 3
+    for q in jobs:
+        s = validate(compose([f"paper={name}", "backend=tensorrt", f"quantizer={q}"]))
+        assert s.backend.name == "tensorrt"
+        quantizer, backend = plugins_of(s)
+        out = quantizer.output()
+        assert out in quantizer.produces and backend.accepts.refusal(out) is None, (name, q)
+        why = quantizer.check(s)
+        assert why is None or "needs MQBench" in why, (name, q, why)
+    # its data differ from the paper's: it says so and compares Δs vs the reference row
+    paper = P.load_paper(name)
+    assert paper["compare"] == P.DELTA and paper["published"] and paper["published_on"]
+    ran = {q for q in jobs} | {"none"}
+    for cell in paper["published"]:
+        assert cell["row"]["quantizer"] in ran, (name, cell)
+
+
+def test_a_delta_paper_needs_its_numbers_and_reference_row():
+    P.check(PAPER)  # compare=value (the default): nothing more to have
+    bad = {**PAPER, "compare": "delta", "published": []}
+    with pytest.raises(ValueError, match="needs the paper's numbers"):
+        P.check(bad)
+    bad["published"] = [{"row": {"quantizer": "ptq"}, "metric": "map50_95", "value": 0.37}]
+    with pytest.raises(ValueError, match=r"quantizer=none row; published has no such cell"):
+        P.check(bad)
+
+
+def test_on_other_data_each_rows_delta_is_set_beside_the_papers(real_trt):
+    """The ultralytics smoke paper on the records of a real TensorRT sweep (yolov8n, the
+    206-image subset, 4xH100): the page's numbers are val2017's, so the report sets our Δ vs
+    the fp32 engine beside theirs, and says why."""
+    df = real_trt[real_trt["calibrator"] != "entropy2"]  # the page's INT8: MinMax calibrator
+    t = P.compare(df, P.load_paper("ultralytics_yolov8n_trt_smoke"))
+    by = {r["row"]: r for _, r in t.iterrows() if r["metric"] == "map50_95"}
+    assert by["quantizer=none"]["verdict"] == P.PASS  # the subset's own fp32 number
+    assert by["quantizer=ptq"]["verdict"] == P.NOT_RUN  # its Q/DQ engine did not build
+    d = {x["row"]: x for x in t.attrs["deltas"]}
+    assert d["quantizer=none"]["reference"] and d["quantizer=none"]["ours"] == pytest.approx(
+        0.404935, abs=1e-6
+    )
+    # by hand from the records: fp32 engine 0.404935, fp16 0.404301, trt_builtin 0.398319
+    fp16, trt = d["quantizer=fp16"], d["quantizer=trt_builtin"]
+    assert fp16["their_delta"] == pytest.approx(0.0) and fp16["our_delta"] == pytest.approx(
+        -0.0634, abs=1e-4
+    )
+    assert trt["their_delta"] == pytest.approx(-4.0) and trt["our_delta"] == pytest.approx(
+        -0.6616, abs=1e-4
+    )
+    assert trt["gap"] == pytest.approx(3.3384, abs=1e-4)
+    ptq = d["quantizer=ptq (theirs: TensorRT INT8 MinMax)"]
+    assert math.isnan(ptq["ours"]) and ptq["note"].startswith("FAILED: TensorRTError")
+    md = P.to_markdown(t)
+    assert "#### Δ vs the quantizer=none row, ours beside the paper's" in md
+    assert "The data differ from the paper's (theirs: COCO val2017 (5000 images)" in md
+    assert "ours: model=yolov8n, data=coco_val, backend=tensorrt)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| quantizer=trt_builtin"))
+    assert [c.strip() for c in row.strip("|").split("|")][2:7] == [
+        "0.3300", "0.3983", "-4.00", "-0.66", "+3.34"
+    ]  # fmt: skip
+    html = P.to_html(t)
+    assert "<h3>Δ vs the quantizer=none row, ours beside the paper&#x27;s</h3>" in html
+    assert "+3.34" in html
