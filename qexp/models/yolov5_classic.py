@@ -79,8 +79,11 @@ class ClassicDetect(nn.Module):
             x = self.m[i](xs[i])
             bs, _, ny, nx = x.shape
             x = x.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2)
+            # on x's device: calibration and training run this head on CUDA too
             yv, xv = torch.meshgrid(
-                torch.arange(ny, dtype=x.dtype), torch.arange(nx, dtype=x.dtype), indexing="ij"
+                torch.arange(ny, dtype=x.dtype, device=x.device),
+                torch.arange(nx, dtype=x.dtype, device=x.device),
+                indexing="ij",
             )
             grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2)
             anchor = (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2)

@@ -61,6 +61,17 @@ def test_classic_yolov5_family(v5):
     np.testing.assert_allclose(head.anchors[0].numpy() * 8, [[10, 13], [16, 30], [33, 23]])
 
 
+def test_classic_head_runs_on_the_device_of_its_input(v5):
+    """The GPU sweep's calibration moved yolov5n to cuda:0 and its head built the decode grid on
+    the CPU ("Expected all tensors to be on the same device"). The meta device stands in for
+    CUDA here: any tensor the head makes on the CPU fails the same way."""
+    import copy
+
+    model = copy.deepcopy(v5.module).to("meta")
+    out = model(torch.zeros(1, 3, 128, 96, device="meta"))
+    assert out.device.type == "meta" and out.shape == (1, 3 * (4 * 3 + 8 * 6 + 16 * 12), 85)
+
+
 def test_classic_decode_multiplies_objectness_into_class_scores(v5):
     raw = np.zeros((1, 4, 85), np.float32)
     raw[0, :, :4] = [[100, 100, 50, 50], [300, 300, 40, 40], [500, 100, 30, 30], [100, 500, 20, 20]]
