@@ -50,6 +50,7 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         onnx.save(model, str(dst))
         return dst
     b0 = int(inp.dim_value)
+    static = _static_shapes(model)  # before the batch becomes symbolic
     inp.dim_param = BATCH_DIM
     for out in g.output:
         d = out.type.tensor_type.shape.dim
@@ -87,6 +88,7 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         g.initializer.append(tensor)  # a fresh constant: the old one may have other users
         n.input[1] = tensor.name
         changed += 1
+    resized = _resize_by_scales(g, static, inits, consts, b0)
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     dead = [n for n in g.node if n.op_type == "Constant" and n.output[0] not in used]
     for n in dead:  # the shape constants replaced above
@@ -95,8 +97,61 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     tmp = dst.with_name(f".{dst.name}.tmp")
     onnx.save(model, str(tmp))
     tmp.replace(dst)
-    log.info("%s: batch axis made dynamic (%d reshapes rewritten)", dst.name, changed)
+    log.info(
+        "%s: batch axis made dynamic (%d reshapes, %d resizes rewritten)",
+        dst.name,
+        changed,
+        resized,
+    )
     return dst
+
+
+def _static_shapes(model: Any) -> dict[str, list[int]]:
+    """Every tensor's inferred shape in the static-batch graph (known dims only)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    out: dict[str, list[int]] = {}
+    g = inferred.graph
+    for vi in [*g.input, *g.value_info, *g.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            out[vi.name] = [int(d.dim_value) for d in dims]
+    return out
+
+
+def _resize_by_scales(
+    g: Any, static: dict[str, list[int]], inits: dict, consts: dict, b0: int
+) -> int:
+    """A Resize with constant ``sizes`` (torch's static export of nn.Upsample, e.g. classic
+    YOLOv5's neck: sizes (1, 128, 40, 40)) bakes the batch in: at batch 32 TensorRT's engine still
+    makes one image and the next Concat (or the output copy) breaks. Constant ``scales`` (output
+    over input, 1 on the batch axis) say the same at every batch."""
+    from onnx import numpy_helper
+
+    n_done = 0
+    for n in g.node:
+        if n.op_type != "Resize" or len(n.input) < 4 or not n.input[3]:
+            continue
+        name = n.input[3]
+        src = inits.get(name)
+        sizes = (
+            numpy_helper.to_array(src)
+            if src is not None
+            else numpy_helper.to_array(consts[name].attribute[0].t)
+            if name in consts
+            else None
+        )
+        shape = static.get(n.input[0])
+        if sizes is None or shape is None or len(shape) != sizes.size or int(sizes[0]) != b0:
+            continue
+        scales = np.array([s / d for s, d in zip(sizes.tolist(), shape, strict=True)], np.float32)
+        tensor = numpy_helper.from_array(scales, f"{name}_dynbatch_scales")
+        g.initializer.append(tensor)
+        n.input[2] = tensor.name
+        del n.input[3]  # sizes and scales are exclusive
+        n_done += 1
+    return n_done
 
 
 # -- images: exact uint8 when the preprocessing allows it ------------------------------------

@@ -36,7 +36,8 @@ class Context:
         for name in self.inputs:
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
             shape = (batch, *shape[1:]) if shape[0] < 0 else shape
-            self.ctx.set_input_shape(name, shape)
+            if self.ctx.set_input_shape(name, shape) is False:
+                raise RuntimeError(f"input {name}: shape {shape} is outside profile {profile}")
         for name in self.inputs + self.outputs:
             shape = tuple(int(d) for d in self.ctx.get_tensor_shape(name))
             if any(d < 0 for d in shape):
@@ -52,6 +53,13 @@ class Context:
 
     def set_input(self, images: np.ndarray) -> None:
         name = self.inputs[0]
+        if (
+            tuple(images.shape) != self.shapes[name]
+        ):  # a CUDA copy would only say "invalid argument"
+            raise ValueError(
+                f"input {name}: got {tuple(images.shape)}, the context at batch {self.batch} "
+                f"holds {self.shapes[name]}"
+            )
         self.cuda.h2d(self.buffers[name], images.astype(self.dtypes[name], copy=False))
 
     def get_outputs(self) -> list[np.ndarray]:

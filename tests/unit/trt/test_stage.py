@@ -46,6 +46,37 @@ def test_dynamic_batch_matches_per_image_runs(tmp_path):
     assert stage.dynamic_batch(dst, tmp_path / "again.onnx").exists()  # already dynamic: a copy
 
 
+class UpsampleNet(nn.Module):
+    """Classic YOLOv5's neck: nn.Upsample, which a static export writes as Resize with constant
+    sizes (1, C, 2H, 2W), then a Concat with the skip branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, 2, 1)
+        # as pickled in the v6.1 checkpoint: recompute_scale_factor makes torch export sizes
+        self.up = nn.Upsample(scale_factor=2, mode="nearest", recompute_scale_factor=True)
+
+    def forward(self, x):
+        return torch.cat([self.up(self.down(x)), x], 1)
+
+
+def test_dynamic_batch_rewrites_resize_sizes_to_scales(tmp_path):
+    """The 4xH100 frontier's yolov5n engines failed at batch 32 (the Resize kept batch 1)."""
+    import onnx
+
+    src = export_onnx(
+        UpsampleNet().eval(), tmp_path / "static.onnx", 32, 1
+    )  # folded, as qexp exports
+    resize = [n for n in onnx.load(str(src)).graph.node if n.op_type == "Resize"]
+    assert resize and len(resize[0].input) == 4 and resize[0].input[3]  # sizes, as exported
+    dst = stage.dynamic_batch(src, tmp_path / "dyn.onnx")
+    resize = [n for n in onnx.load(str(dst)).graph.node if n.op_type == "Resize"]
+    assert len(resize[0].input) == 3  # scales only
+    x = np.random.RandomState(0).rand(4, 3, 32, 32).astype(np.float32)
+    per_image = np.concatenate([_run(src, x[i : i + 1]) for i in range(4)])
+    np.testing.assert_allclose(_run(dst, x), per_image, rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_dynamic_batch_on_the_real_yolov8n(assets, tmp_path):
     from qexp.models.ultralytics_family import ultralytics_family
