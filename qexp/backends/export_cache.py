@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from qexp.job import Job
 
 log = logging.getLogger("qexp")
-EXPORT_VERSION = 1  # bump when qexp's export itself changes what it writes
+EXPORT_VERSION = 2  # bump when qexp's export itself changes what it writes
 
 
 def _plain(node: Any) -> Any:

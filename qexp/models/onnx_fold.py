@@ -22,7 +22,9 @@ from onnx import helper, numpy_helper, shape_inference
 FOLDABLE = frozenset(
     {"Shape", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Cast",
      "Slice", "Range", "Floor", "Ceil", "Identity", "Constant", "ConstantOfShape",
-     "ReduceProd", "Equal", "Where", "Max", "Min", "Neg", "Reshape"}
+     "ReduceProd", "Equal", "Where", "Max", "Min", "Neg", "Reshape",
+     # learned (LSQ) scales: QAT exports scale = Clip(Abs(s)) / ..., computed from initializers
+     "Abs", "Clip", "Round", "Reciprocal", "Sqrt", "Pow", "Exp"}
 )  # fmt: skip
 
 
@@ -40,7 +42,9 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return out
 
 
-def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray], opset: int) -> list[np.ndarray]:
+def _evaluate(
+    node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int
+) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     names = [f"in{i}" for i in range(len(node.input))]
@@ -93,7 +97,7 @@ def _fold_once(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             outs = [np.array(dims[start:end], dtype=np.int64)]
         elif all((not name) or name in known for name in node.input):
             try:
-                outs = _evaluate(node, [known[n] for n in node.input if n], opset)
+                outs = _evaluate(node, [known.get(n) for n in node.input], opset)  # '' -> None
             except Exception:  # noqa: BLE001 - an op the evaluator cannot run stays as it is
                 continue
         else:

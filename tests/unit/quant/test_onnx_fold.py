@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 from qexp.backends import trt_stage
 from qexp.job import Job
@@ -82,3 +84,46 @@ def test_the_folded_graph_takes_tensorrts_dynamic_batch(qdq, tmp_path):
     got = ort_run(dyn, both)
     for i, x in enumerate(images):
         assert np.allclose(got[i : i + 1], ort_run(folded, x), atol=1e-5)
+
+
+def test_learned_scales_become_constants():
+    """QAT's export computes each weight scale from its learned parameter, Clip(Abs(s), eps)/127
+    (Clip's max input left empty): TensorRT 8.6.0 refused that yolov8n graph even with every
+    activation Q/DQ removed (scripts/gpu/qdq_probe.py on the 4xH100 frontier). Folded, every
+    Q/DQ reads constant scales and ONNX Runtime gives the same output."""
+    from onnx import TensorProto
+
+    rng = np.random.RandomState(0)
+    w = numpy_helper.from_array(rng.randn(4, 3, 3, 3).astype(np.float32), "w")
+    s = numpy_helper.from_array(-rng.rand(4).astype(np.float32) - 0.5, "s")  # sign learned away
+    eps = numpy_helper.from_array(np.array(1e-4, np.float32), "eps")
+    qmax = numpy_helper.from_array(np.array(127.0, np.float32), "qmax")
+    zp = numpy_helper.from_array(np.zeros(4, np.int8), "zp")
+    nodes = [
+        helper.make_node("Abs", ["s"], ["s_abs"]),
+        helper.make_node("Clip", ["s_abs", "eps", ""], ["s_clip"]),
+        helper.make_node("Div", ["s_clip", "qmax"], ["scale"]),
+        helper.make_node("QuantizeLinear", ["w", "scale", "zp"], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", "scale", "zp"], ["wdq"], axis=0),
+        helper.make_node("Conv", ["x", "wdq"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "lsq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w, s, eps, qmax, zp],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.rand(1, 3, 8, 8).astype(np.float32)
+    before = _ort(model, x)
+    folded, n = fold_static_shapes(model)
+    assert n == 3
+    inits = {i.name for i in folded.graph.initializer}
+    qdq = [n for n in folded.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) == 2 and all(n.input[1] in inits for n in qdq)
+    assert [n.op_type for n in folded.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Conv"]
+    np.testing.assert_array_equal(_ort(folded, x), before)
+
+
+def _ort(model, x):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
