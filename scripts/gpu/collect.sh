@@ -11,7 +11,7 @@ dest=${OUT:-.}/records.tgz
 cd "$out"
 extra=()
 [ "${COLLECT_BUILD_LOGS:-0}" = 1 ] && extra=(-o -name build_log.txt.gz)
-find . \( -name result.json -o -name config.yaml -o -path '*/artifacts/*' -o -name worker.log \
+find . \( -name result.json -o -name config.yaml -o -name calibration.json -o -path '*/artifacts/*' -o -name worker.log \
        -o -name 'request*.json' -o -name '*.log' "${extra[@]}" \) -type f -size -8M -print0 |
   tar --null -czf "$dest" --files-from=-
 ls -la "$dest"
