@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# On the GPU machine, started detached by `bash scripts/gpu/start.sh session`: everything a
-# device session measures, in order of importance, each step's log in $STAGE/<step>.log and a
-# $STAGE/<step>.done marker, so scripts/gpu/wait.sh <step> can follow any of them:
-#   sweep   the 8-row TensorRT sweep, one command, one job per GPU (scripts/gpu/sweep.sh)
-#   calib   the calibration pass on CUDA vs CPU (scripts/bench_calibration.py)
-#   gputest the GPU tests: calibration on CUDA = CPU pass, the serving worker
-#   bench   builder levers (scripts/gpu/bench_build.py)
+# On the GPU machine, started detached by `bash scripts/gpu/start.sh session [STEP...]`: what a
+# device session measures, in the order given (default: the list below, most important first),
+# each step's log in $STAGE/<step>.log and a $STAGE/<step>.done marker, so
+# scripts/gpu/wait.sh <step> can follow any of them:
+#   frontier   the yolov8n INT8 frontier, one command, one job per GPU (scripts/gpu/frontier.sh)
+#   frontier5  the yolov5n frontier (fp16, implicit, Q/DQ with/without rules, top-k, AdaRound, QAT)
+#   papers     the three paper smoke configs on TensorRT
+#   sweep      the 8-row TensorRT sweep (scripts/gpu/sweep.sh)
+#   calib      the calibration pass on CUDA vs CPU (scripts/bench_calibration.py)
+#   gputest    the GPU tests (tests/gpu: calibration on CUDA = CPU, the serving worker)
+#   bench      builder levers (scripts/gpu/bench_build.py)
+# Never start two steps that build engines at once on the same GPUs: the host-wide latency lock
+# keeps two jobs from timing together, not a build from running beside a timing.
 set -u
 S=${STAGE:-$HOME/stage}
 . "$S/env.sh"
+out=${QEXP_OUT:-$HOME/qexp-out}
 step() { local name=$1; shift; echo "=== $name $(date +%T)"; "$@" > "$S/$name.log" 2>&1;
          echo "exit $?" > "$S/$name.done"; echo "=== $name done $(date +%T)"; }
-step sweep bash scripts/gpu/sweep.sh
-step calib env OMP_NUM_THREADS=16 python3 scripts/bench_calibration.py model=yolov8n \
-  data.calib.num=128 --device cuda cpu --repeat 2
-step gputest python3 -m pytest -q -m gpu -p no:cacheprovider \
-  tests/gpu/test_calibration_device.py "tests/gpu/test_worker_gpu.py::test_a_serving_worker_shares_its_timing_cache_between_builds"
-step bench python3 scripts/gpu/bench_build.py --per-gpu 1 --timeout 300
+papers() {
+  local rc=0 p
+  for p in ultralytics_yolov8n_trt_smoke mmyolo_yolov8n_trt_smoke yolov5s_seeds_smoke; do
+    python3 -m qexp.cli "paper=$p" backend=tensorrt tracking=none hydra/launcher=local_gpus \
+      "paths.output_dir=$out" || rc=1
+  done
+  return $rc
+}
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(frontier frontier5 papers gputest sweep bench)
+for s in "${steps[@]}"; do
+  case "$s" in
+    frontier) step frontier bash scripts/gpu/frontier.sh ;;
+    frontier5) step frontier5 env ROWS=ptq_trt_minmax,ptq_minmax,fp16,trt_minmax,ptq_trt_percentile,topk3,qat,adaround,trt_entropy2 \
+                 bash scripts/gpu/frontier.sh model=yolov5n ;;
+    papers) step papers papers ;;
+    sweep) step sweep bash scripts/gpu/sweep.sh ;;
+    calib) step calib env OMP_NUM_THREADS=16 python3 scripts/bench_calibration.py model=yolov8n \
+             data.calib.num=128 --device cuda cpu --repeat 2 ;;
+    gputest) step gputest python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu ;;
+    bench) step bench python3 scripts/gpu/bench_build.py --per-gpu 1 --timeout 300 ;;
+    *) echo "unknown step $s"; exit 2 ;;
+  esac
+done
