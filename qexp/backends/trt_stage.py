@@ -41,6 +41,8 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
+    from qexp.models.onnx_fold import static_shapes
+
     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
         return dst
     model = onnx.load(str(src))
@@ -50,7 +52,7 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         onnx.save(model, str(dst))
         return dst
     b0 = int(inp.dim_value)
-    static = _static_shapes(model)  # before the batch becomes symbolic
+    static = static_shapes(model)  # before the batch becomes symbolic
     inp.dim_param = BATCH_DIM
     for out in g.output:
         d = out.type.tensor_type.shape.dim
@@ -104,20 +106,6 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         resized,
     )
     return dst
-
-
-def _static_shapes(model: Any) -> dict[str, list[int]]:
-    """Every tensor's inferred shape in the static-batch graph (known dims only)."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    out: dict[str, list[int]] = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.value_info, *g.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            out[vi.name] = [int(d.dim_value) for d in dims]
-    return out
 
 
 def _resize_by_scales(

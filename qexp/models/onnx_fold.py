@@ -28,7 +28,8 @@ FOLDABLE = frozenset(
 )  # fmt: skip
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Every tensor's inferred shape, where all its dims are known."""
     inferred = shape_inference.infer_shapes(model)
     out: dict[str, list[int]] = {}
     g = inferred.graph
@@ -81,7 +82,7 @@ def fold_static_shapes(model: onnx.ModelProto, rounds: int = 64) -> tuple[onnx.M
 
 def _fold_once(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
-    shapes = _static_shapes(model)
+    shapes = static_shapes(model)
     g = model.graph
     known: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     folded: list[onnx.NodeProto] = []
