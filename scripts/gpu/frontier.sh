@@ -14,5 +14,5 @@ rows=${ROWS:-ptq_trt_minmax,ptq_minmax,fp16,trt_minmax,ptq_trt_percentile,ptq_pe
 python3 -m qexp.cli experiment=int8_frontier "recipe=$rows" \
   "paths.output_dir=$out" "$@"
 rc=$?
-python3 scripts/gpu/results_table.py "$out" || true
+python3 scripts/gpu/frontier_table.py "$out/sweeps" --latest || true
 exit $rc
