@@ -36,7 +36,8 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
 
     A static export bakes the batch into Reshape shape constants (YOLO heads: ``view(b, no,
     -1)``). Those whose leading entry is the batch get -1 (when no other entry is -1) or 0
-    (ONNX: copy that dim from the input), which keeps the graph valid at any batch.
+    (ONNX: copy that dim from the input), which keeps the graph valid at any batch; Resize
+    sizes that carry the batch become scales (:func:`_resize_by_scales`).
     """
     import onnx
     from onnx import numpy_helper
@@ -61,20 +62,13 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     del g.value_info[:]  # intermediate shapes were inferred at the static batch
     inits = {i.name: i for i in g.initializer}
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
-    users: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
     changed = 0
     for n in g.node:
         if n.op_type != "Reshape" or len(n.input) < 2:
             continue
         name = n.input[1]
-        if name in inits:
-            shape = numpy_helper.to_array(inits[name])
-        elif name in consts:
-            shape = numpy_helper.to_array(consts[name].attribute[0].t)
-        else:
+        shape = _constant(name, inits, consts)
+        if shape is None:
             continue  # computed at run time (Shape -> Gather ...): already batch-agnostic
         if shape.ndim != 1 or shape.size == 0 or int(shape[0]) != b0:
             continue
@@ -108,6 +102,17 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _constant(name: str, inits: dict, consts: dict) -> np.ndarray | None:
+    """The value of a graph constant (an initializer or a Constant node's output), else None."""
+    from onnx import numpy_helper
+
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    if name in consts:
+        return numpy_helper.to_array(consts[name].attribute[0].t)
+    return None
+
+
 def _resize_by_scales(
     g: Any, static: dict[str, list[int]], inits: dict, consts: dict, b0: int
 ) -> int:
@@ -122,14 +127,7 @@ def _resize_by_scales(
         if n.op_type != "Resize" or len(n.input) < 4 or not n.input[3]:
             continue
         name = n.input[3]
-        src = inits.get(name)
-        sizes = (
-            numpy_helper.to_array(src)
-            if src is not None
-            else numpy_helper.to_array(consts[name].attribute[0].t)
-            if name in consts
-            else None
-        )
+        sizes = _constant(name, inits, consts)
         shape = static.get(n.input[0])
         if sizes is None or shape is None or len(shape) != sizes.size or int(sizes[0]) != b0:
             continue
