@@ -54,28 +54,19 @@ def check(onnx_path: str, batch_sizes: list[int]) -> int:
                 print(f"[TRT] {msg}", flush=True)
 
     logger = Logger()
-    builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(onnx_path):
-        print(
-            f"{ERROR}: parse: "
-            + "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        )
+    from qexp.trt import build, compat  # standard library + tensorrt, as in the worker
+
+    try:
+        builder, network, _parser = build.parse_onnx(trt, logger, onnx_path, strongly_typed=False)
+        config = builder.create_builder_config()
+        compat.set_flag(trt, config, "FP16")
+        compat.set_flag(trt, config, "INT8")
+        compat.set_opt_level(config, 0)
+        static = int(network.get_input(0).shape[0])  # a static-batch ONNX builds at its batch
+        build.add_profiles(builder, network, config, batch_sizes if static < 0 else [static])
+    except build.BuildError as e:
+        print(f"{ERROR}: {e}", flush=True)
         return 4
-    config = builder.create_builder_config()
-    config.set_flag(trt.BuilderFlag.FP16)
-    config.set_flag(trt.BuilderFlag.INT8)
-    config.builder_optimization_level = 0
-    inp = network.get_input(0)
-    shape = tuple(inp.shape)
-    if shape[0] < 0:
-        for b in batch_sizes:
-            p = builder.create_optimization_profile()
-            dims = (b, *shape[1:])
-            p.set_shape(inp.name, dims, dims, dims)
-            config.add_optimization_profile(p)
     plan = builder.build_serialized_network(network, config)
     print(PASS if plan is not None else f"{ERROR}: no engine", flush=True)
     return 0 if plan is not None else 5
@@ -147,7 +138,10 @@ class Prober:
         path = self.workdir / f"probe{len(self.log):03d}.onnx"
         onnx.save(without(self.model, pairs), str(path))
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.environ.get("TRT_PYTHONPATH", "")
+        repo = str(Path(__file__).resolve().parents[2])  # qexp.trt, as the worker imports it
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ.get("TRT_PYTHONPATH"), repo) if p
+        )
         env["LD_LIBRARY_PATH"] = os.environ.get(
             "TRT_LD_LIBRARY_PATH", env.get("LD_LIBRARY_PATH", "")
         )
