@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from qexp.backends import trt_server
+from qexp.backends import trt_precheck, trt_server
 from qexp.backends import trt_stage as stage
 from qexp.cache import file_hash
-from qexp.config.schema import BackendConfig, OptionError, bounded
+from qexp.config.schema import BackendConfig, OptionError, added, bounded
 from qexp.config.settings import Settings
 from qexp.contracts import PRECISIONS, ROUTES, Accepts, Choice, Output, Route
 from qexp.interfaces import Deployable, EvalData
@@ -45,6 +45,14 @@ class FormatFilter(Choice):
     # fp16/int8 builds don't time fp32 implementations where others exist (most of a build is
     # timing reformats between fp32 and fp16 formats)
     no_fp32 = "no_fp32"
+
+
+class PrecheckMode(Choice):
+    """What the pre-build check of a Q/DQ graph does when TensorRT's optimizer refuses it."""
+
+    off = "off"  # no check: a refused graph fails inside the build
+    fail = "fail"  # fail the job in seconds, naming the refused pairs and the ignore patterns
+    drop = "drop"  # build without the refused pairs (those layers float) and record them
 
 
 class TrtLogLevel(Choice):
@@ -91,6 +99,8 @@ class TensorRTBackendConfig(BackendConfig):
     tf32: bool = False  # fp32 layers as IEEE fp32 (TensorRT enables TF32 unless told not to)
     timeout_s: int = bounded(3600, ge=1)
     log_level: TrtLogLevel = TrtLogLevel.warning
+    # Q/DQ graphs: TensorRT's optimizer is asked first (seconds, qexp/backends/trt_precheck.py)
+    precheck: PrecheckMode = added(PrecheckMode.fail)
 
     def rules(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -249,12 +259,24 @@ class TensorRTBackend:
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
             latency_lock=str(lock) if b.latency_lock else None,
         )  # fmt: skip
-        key = (onnx_key, dr and file_hash(Path(dr), 16), req.precision, route, calibrator,
-               calib_dir, sizes, req.workspace_gb, req.opt_level, req.fp16_fallback, req.tf32,
-               p["tensorrt"], p.get("gpu"), req.tactic_sources, req.avg_timing_iterations,
-               req.calib_batch if route == Route.trt_builtin else None,
-               req.format_filter)  # fmt: skip
-        req.engine = str(job.cache("trt_engine", *key) / "engine.plan")
+
+        def engine_path() -> Path:
+            key = (onnx_key, dr and file_hash(Path(dr), 16), req.precision, route, calibrator,
+                   calib_dir, sizes, req.workspace_gb, req.opt_level, req.fp16_fallback, req.tf32,
+                   p["tensorrt"], p.get("gpu"), req.tactic_sources, req.avg_timing_iterations,
+                   req.calib_batch if route == Route.trt_builtin else None,
+                   req.format_filter)  # fmt: skip
+            return job.cache("trt_engine", *key) / "engine.plan"
+
+        engine = engine_path()
+        built = b.reuse_engine and engine.exists() and Path(f"{engine}.json").exists()
+        if route == Route.qdq and b.precheck != PrecheckMode.off and not built:
+            checked = self._precheck(job, onnx_path, sizes, p, work)
+            if checked != onnx_path:  # built without the refused pairs: another engine
+                onnx_path, onnx_key = checked, file_hash(checked, 16)
+                req.onnx = str(onnx_path)
+                engine = engine_path()
+        req.engine = str(engine)
         req.validate()
         resp = call_worker(b, req, work / "request.json", b.timeout_s)
         try:
@@ -263,6 +285,39 @@ class TensorRTBackend:
             raws = list(resp.outputs) + [r for rs in resp.outputs_by_batch.values() for r in rs]
             for raw in raws:  # hundreds of MB each; the engine and layer JSON stay
                 Path(raw).unlink(missing_ok=True)
+
+    def _precheck(self, job: Job, onnx_path: Path, sizes: list[int], p: dict[str, Any],
+                  work: Path) -> Path:  # fmt: skip
+        """The ONNX to build: ``onnx_path`` when TensorRT's optimizer accepts it; without the
+        refused Q/DQ pairs with ``precheck=drop``; else the job fails naming them. The verdict
+        is cached per (ONNX, TensorRT, GPU, batch sizes): a re-run asks TensorRT nothing."""
+        b = self.cfg
+        onnx_key = file_hash(onnx_path, 16)
+        entry = job.cache("trt_precheck", onnx_key, p["tensorrt"], p.get("gpu"), sizes,
+                          b.fp16_fallback)  # fmt: skip
+        cached = entry / "verdict.json"
+        if cached.exists():
+            v = trt_precheck.Verdict.from_json(json.loads(cached.read_text()))
+        else:
+            exe, env = worker_env(b)
+            checker = trt_precheck.Checker(exe, env, work, sizes, fp16=b.fp16_fallback,
+                                           log=log.info)  # fmt: skip
+            v = trt_precheck.precheck(onnx_path, checker)
+            write_text(cached, json.dumps(v.to_json(), indent=1))
+        job.add_artifact("precheck.json", write_text(work / "precheck.json",
+                                                     json.dumps(v.to_json(), indent=1)))  # fmt: skip
+        job.info["precheck"] = {"accepted": v.accepted, "pairs": v.pairs, "checks": len(v.checks),
+                                "seconds": v.seconds, "dropped": v.ignore_patterns()}  # fmt: skip
+        job.log_metrics({"precheck_s": v.seconds})
+        if v.accepted:
+            log.info(v.message())
+            return onnx_path
+        if b.precheck != PrecheckMode.drop or not v.culprits:
+            raise TensorRTError(v.message())
+        log.warning("%s\nbackend.precheck=drop: building without them", v.message())
+        return trt_precheck.write_without(
+            onnx_path, v.culprits, work / f"{onnx_path.stem}_precheck.onnx"
+        )
 
     def _report(self, job: Job, deploy: Deployable, data: EvalData, resp: protocol.Response,
                 index: dict[str, int], imgsz: int) -> None:  # fmt: skip
