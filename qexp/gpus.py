@@ -57,6 +57,23 @@ def gpu_count() -> int:
     return n
 
 
+def jobs_per_gpu() -> int:
+    """Jobs a launcher runs at once on each GPU (``QEXP_JOBS_PER_GPU``, else from the cores):
+    a TensorRT build keeps one CPU thread busy and its GPU nearly idle, so several jobs share
+    a GPU while they build; their timings still take the GPU alone (qexp/trt/execute.py
+    ``timing_alone``). Four a GPU needs 16 cores a GPU (an H100 machine of 16 has one GPU)."""
+    env = os.environ.get("QEXP_JOBS_PER_GPU", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores // (4 * gpu_count())))
+
+
+def gpu_jobs() -> int:
+    """For launcher configs (``${qexp_gpu_jobs:}``): parallel jobs on this machine's GPUs."""
+    return gpu_count() * jobs_per_gpu()
+
+
 def claim(gpus: list[str] | None = None, rounds: int = 64) -> str | None:
     """Claim one GPU for this process and make it the only visible one; idempotent."""
     if "gpu" in _CLAIMED:

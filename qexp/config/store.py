@@ -22,6 +22,8 @@ def register_configs() -> None:
     load_plugins()
     # ${qexp_gpus:} in launcher configs: one parallel job per GPU of this machine
     OmegaConf.register_new_resolver("qexp_gpus", gpus.gpu_count, replace=True)
+    # ${qexp_gpu_jobs:}: jobs at once on them (builds share a GPU, timings take it alone)
+    OmegaConf.register_new_resolver("qexp_gpu_jobs", gpus.gpu_jobs, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qexp_config", node=s.Config)
     for axis, schema in BASE_SCHEMAS.items():

@@ -135,6 +135,53 @@ def host_lock(path: str | None) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def gpu_lock_path(latency_lock: str | None, gpu: dict[str, Any]) -> str | None:
+    """The per-GPU lock that builds share and timings take alone (beside the host-wide one)."""
+    if not latency_lock:
+        return None
+    tag = str(gpu.get("uuid") or gpu.get("index") or "0").replace("/", "_")
+    return os.path.join(os.path.dirname(os.path.abspath(latency_lock)), f"gpu-{tag}.builds")
+
+
+@contextlib.contextmanager
+def building(path: str | None) -> Iterator[None]:
+    """Held while this process builds on its GPU: builds of other jobs run beside it (shared
+    lock), a timing waits for them (``timing_alone``), and a build does not start while a
+    timing waits or runs (the gate), so timings are never starved by a stream of builds."""
+    if not path:
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".gate", "a") as gate, open(path, "a") as f:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def timing_alone(path: str | None) -> Iterator[None]:
+    """Held while this process times on its GPU: no build of another job runs on it meanwhile
+    (a tactic search beside a timing loop would slow the kernels being timed)."""
+    if not path:
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".gate", "a") as gate, open(path, "a") as f:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
 def latency(ctx: Context, warmup: int, iters: int, cuda_graph: bool, log: Any) -> dict[str, Any]:
     """GPU time per inference (CUDA events around each enqueue), after warm-up."""
     cuda = ctx.cuda

@@ -133,7 +133,7 @@ def gpu_info(cuda: Any) -> dict[str, Any]:
 
 
 def build_or_reuse(req: Request, trt: Any, logger: Any, cuda: Any, resp: Response) -> bytes:
-    from qexp.trt import build
+    from qexp.trt import build, execute
 
     meta_path = req.engine + ".json"
     if req.reuse_engine and os.path.exists(req.engine) and os.path.exists(meta_path):
@@ -149,7 +149,10 @@ def build_or_reuse(req: Request, trt: Any, logger: Any, cuda: Any, resp: Respons
             # the raw log too (a few MB gzipped): the evidence behind the profile's numbers
             logger.raw = gzip.open(os.path.join(req.out_dir, "build_log.txt.gz"), "wt")  # noqa: SIM115
         try:
-            plan, stats = build.build(trt, req, logger, cuda, logger)
+            t = time.perf_counter()
+            with execute.building(execute.gpu_lock_path(req.latency_lock, resp.device)):
+                resp.timings["build_lock_wait"] = time.perf_counter() - t
+                plan, stats = build.build(trt, req, logger, cuda, logger)
         finally:
             timeline, logger.timeline = logger.timeline, None
             if logger.raw is not None:
@@ -212,14 +215,23 @@ def serve(req: Request, trt: Any, logger: Any, cuda: Any = None) -> Response:
                     resp.outputs_by_batch[str(b)], _ = execute.run_eval(other, req.eval_input, sub)
         resp.timings["eval"] = time.perf_counter() - t
         t = time.perf_counter()
-        with execute.host_lock(req.latency_lock):  # no other job times while this one does
+        # no other job times on the host while this one does, and no build runs on its GPU
+        gpu_lock = execute.gpu_lock_path(req.latency_lock, resp.device)
+        with execute.host_lock(req.latency_lock), execute.timing_alone(gpu_lock):
             resp.timings["latency_lock_wait"] = time.perf_counter() - t
             t = time.perf_counter()
             for b, ctx in contexts.items():
                 resp.latency[str(b)] = execute.latency(
                     ctx, req.warmup, req.iters, req.cuda_graph, logger
                 )
-        resp.timings["latency"] = time.perf_counter() - t
+            resp.timings["latency"] = time.perf_counter() - t
+            if req.profile_iters > 0:  # per-layer times: alone on the GPU too
+                t = time.perf_counter()
+                first = contexts[sizes[0]]
+                resp.layer_profile = os.path.join(req.out_dir, f"layer_profile_b{first.batch}.json")
+                with open(resp.layer_profile, "w") as f:
+                    json.dump(execute.layer_profile(trt, first, req.profile_iters), f, indent=1)
+                resp.timings["profile"] = time.perf_counter() - t
         written: dict[str, str] = {}  # JSON text -> path
         for b, ctx in contexts.items():
             # TensorRT 8.6 reports every profile whatever the context ("<layer> [profile 1]"):
@@ -230,13 +242,6 @@ def serve(req: Request, trt: Any, logger: Any, cuda: Any = None) -> Response:
                 with open(written[text], "w") as f:
                     f.write(text)
             resp.layers[str(b)] = written[text]
-        if req.profile_iters > 0:
-            t = time.perf_counter()
-            first = contexts[sizes[0]]
-            resp.layer_profile = os.path.join(req.out_dir, f"layer_profile_b{first.batch}.json")
-            with open(resp.layer_profile, "w") as f:
-                json.dump(execute.layer_profile(trt, first, req.profile_iters), f, indent=1)
-            resp.timings["profile"] = time.perf_counter() - t
     finally:
         for ctx in contexts.values():
             ctx.free()
