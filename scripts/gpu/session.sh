@@ -10,6 +10,9 @@
 #   calib      the calibration pass on CUDA vs CPU (scripts/bench_calibration.py)
 #   gputest    the GPU tests (tests/gpu: calibration on CUDA = CPU, the serving worker)
 #   bench      builder levers (scripts/gpu/bench_build.py)
+#   precheck   the pre-build check on a graph TensorRT 8.6 refuses (tests/gpu/test_precheck_gpu.py)
+#   matrix     the architecture matrix, builds side by side (scripts/gpu/matrix.sh)
+#   alone      engines of the matrix rebuilt one at a time, for the pool's quality check
 # Never start two steps that build engines at once on the same GPUs: the host-wide latency lock
 # keeps two jobs from timing together, not a build from running beside a timing.
 set -u
@@ -38,6 +41,9 @@ for s in "${steps[@]}"; do
     calib) step calib env OMP_NUM_THREADS=16 python3 scripts/bench_calibration.py model=yolov8n \
              data.calib.num=128 --device cuda cpu --repeat 2 ;;
     gputest) step gputest python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu ;;
+    precheck) step precheck python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/gpu/test_precheck_gpu.py ;;
+    matrix) step matrix bash scripts/gpu/matrix.sh ;;
+    alone) step alone bash scripts/gpu/alone.sh ;;
     bench) step bench python3 scripts/gpu/bench_build.py --per-gpu 1 --timeout 300 ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
