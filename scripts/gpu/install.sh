@@ -16,12 +16,15 @@ tar -xf bundle.tar && rm bundle.tar
 prefix=$(cat bundle/py310.prefix)  # the runtime's rpath wants its build prefix
 mkdir -p "$(dirname "$prefix")" site lib py312 assets
 [ -x "$prefix/bin/python3.10" ] || tar -xJf bundle/py310.tar.xz -C "$(dirname "$prefix")"
-tar -xJf trt.tar.xz -C site
+unzstd=(zstd); command -v zstd >/dev/null || unzstd=(env LD_LIBRARY_PATH=bundle/zstd bundle/zstd/zstd)
+"${unzstd[@]}" -q -d --long=31 -c trt.tar.zst | tar -xf - -C site
 python3 -m zipfile -e bundle/numpy-*.whl site
 cp bundle/*.so.* lib/
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$S/py312" bundle/wheels/*.whl
 tar -xf bundle/assets.tar -C assets
-rm -rf bundle trt.tar.xz
+# engines and records of earlier leases (pack.sh's carry): into the output dir the scripts use
+if [ -f bundle/carry.tar ]; then mkdir -p "${QEXP_OUT:-$HOME/qexp-out}" && tar -xf bundle/carry.tar -C "${QEXP_OUT:-$HOME/qexp-out}"; fi
+rm -rf bundle trt.tar.zst
 cudart=$(ldconfig -p | awk '/libcudart\.so /{print $NF; exit}')
 # else the CUDA runtime that PyTorch's pip packages bring (nvidia/cu13/lib or nvidia/cuda_runtime/lib)
 [ -n "$cudart" ] || cudart=$(python3 -c 'import glob,nvidia,os;d=list(nvidia.__path__)[0];print(sorted(glob.glob(d+"/cu*/lib/libcudart.so*")+glob.glob(d+"/cuda_runtime/lib/libcudart.so*"))[0])' 2>/dev/null || true)

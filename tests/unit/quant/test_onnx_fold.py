@@ -89,7 +89,7 @@ def test_the_folded_graph_takes_tensorrts_dynamic_batch(qdq, tmp_path):
 def test_learned_scales_become_constants():
     """QAT's export computes each weight scale from its learned parameter, Clip(Abs(s), eps)/127
     (Clip's max input left empty): TensorRT 8.6.0 refused that yolov8n graph even with every
-    activation Q/DQ removed (scripts/gpu/qdq_probe.py on the 4xH100 frontier). Folded, every
+    activation Q/DQ removed (the probe that is now qexp's pre-build check, on the 4xH100 frontier). Folded, every
     Q/DQ reads constant scales and ONNX Runtime gives the same output."""
     from onnx import TensorProto
 
