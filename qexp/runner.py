@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from qexp.assets import check as check_assets
 from qexp.assets import portable
 from qexp.cache import release_all
-from qexp.config.axes import AXES, NEUTRAL
+from qexp.config.axes import AXES, NEUTRAL, effective_choices
 from qexp.config.settings import Settings, drop_added_defaults
 from qexp.config.validate import ConfigError, validate
 from qexp.environment import git_sha, versions
@@ -186,7 +186,10 @@ def run_job(cfg: DictConfig, spec: JobSpec) -> Record:
         status=RUNNING,
         experiment=str(cfg.experiment_name),
         config_hash="",
-        choices={a: str(spec.choices.get(a, OmegaConf.select(cfg, f"{a}.name"))) for a in AXES},
+        choices=effective_choices(
+            {a: str(spec.choices.get(a, OmegaConf.select(cfg, f"{a}.name"))) for a in AXES},
+            spec.overrides,
+        ),
         overrides=list(spec.overrides),
         sweep_id=spec.sweep_id,
         job_name=spec.job_name or job_dir.name,

@@ -131,6 +131,9 @@ class ModelConfig(Checked):
     family: str = "ultralytics"  # a MODEL_FAMILIES name
     weights: str = MISSING  # a path, or an ultralytics name (downloads when online)
     imgsz: int = bounded(640, ge=32)
+    # NMS-free heads (YOLOv10's v10Detect, YOLO26): None runs the one-to-one branch where the
+    # head has one (as deployed; ultralytics' ``nms=False``), false its one-to-many branch + NMS
+    end2end: bool | None = added(None)
 
     def rules(self) -> None:
         if self.imgsz % 32:

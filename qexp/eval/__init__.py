@@ -2,7 +2,7 @@
 
 from qexp.eval.coco_metrics import coco_map, to_coco_json
 from qexp.eval.evaluator import Predict, evaluate
-from qexp.eval.nms import VAL, NMSConfig, non_max_suppression
+from qexp.eval.nms import VAL, NMSConfig, nms_free, non_max_suppression
 
 __all__ = [
     "VAL",
@@ -10,6 +10,7 @@ __all__ = [
     "Predict",
     "coco_map",
     "evaluate",
+    "nms_free",
     "non_max_suppression",
     "to_coco_json",
 ]

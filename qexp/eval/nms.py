@@ -69,3 +69,15 @@ def non_max_suppression(pred: np.ndarray, cfg: NMSConfig = VAL) -> list[np.ndarr
             keep = torchvision.ops.nms(x[:, :4] + c, x[:, 4], cfg.iou)[: cfg.max_det]
             out.append(x[keep].numpy())
     return out
+
+
+def nms_free(pred: np.ndarray, cfg: NMSConfig = VAL) -> list[np.ndarray]:
+    """(B, K, 6) [x1, y1, x2, y2, score, cls] of an NMS-free (one-to-one) head, already its
+    top K by score -> per image the rows above ``cfg.conf``, at most ``cfg.max_det``: what
+    ultralytics' validator does with an end-to-end model's output (no NMS, no IoU)."""
+    if pred.ndim != 3 or pred.shape[-1] != 6:
+        raise ValueError(
+            f"an NMS-free head gives (batch, detections, 6) arrays, got shape {pred.shape}"
+        )
+    p = np.ascontiguousarray(pred, dtype=np.float32)
+    return [x[x[:, 4] > cfg.conf][: cfg.max_det] for x in p]

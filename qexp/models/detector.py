@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qexp.eval.nms import VAL, NMSConfig, non_max_suppression
+from qexp.eval.nms import VAL, NMSConfig, nms_free, non_max_suppression
 from qexp.interfaces import Detector
 from qexp.models.export import export_onnx
 
@@ -26,6 +26,8 @@ class YoloDetector:
 
     ``layout`` turns the raw tensor into ultralytics' (B, 4 + nc, N) so that every family
     shares one NMS (anchor-based YOLOv5 multiplies objectness into the class scores there).
+    ``nms_free``: the module's head is one-to-one (YOLOv10, YOLO26 end-to-end) and returns
+    (B, max_det, 6) boxes already chosen, which are only filtered by score, never NMS'd.
     """
 
     name: str
@@ -37,6 +39,7 @@ class YoloDetector:
     family: str = ""
     layout: Callable[[np.ndarray], np.ndarray] = to_ultralytics_layout
     info: dict[str, Any] = field(default_factory=dict)
+    nms_free: bool = False
 
     def raw(self, output: Any) -> torch.Tensor:
         """The prediction tensor out of a forward output (a tensor, or (tensor, extras))."""
@@ -46,6 +49,8 @@ class YoloDetector:
 
     def decode(self, raw: np.ndarray, nms: NMSConfig = VAL) -> list[np.ndarray]:
         """Raw batch -> per image (K, 6) [x1, y1, x2, y2, conf, cls], letterboxed-input pixels."""
+        if self.nms_free:
+            return nms_free(np.asarray(raw), nms)
         return non_max_suppression(self.layout(np.asarray(raw)), nms)
 
     def export_onnx(
@@ -57,6 +62,8 @@ class YoloDetector:
             "qexp_stride": str(self.stride),
             "qexp_nc": str(self.num_classes),
         }
+        if self.nms_free:  # a reader of the ONNX must not run NMS on its (B, K, 6) output
+            meta["qexp_nms_free"] = "true"
         return export_onnx(
             module, path, imgsz, batch, metadata={**meta, **kw.pop("metadata", {})}, **kw
         )

@@ -25,11 +25,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("qexp")
 
 
-def load_module(weights: str) -> torch.nn.Module:
-    """The fused float32 eval DetectionModel; its head returns only the decoded tensor."""
+def load_module(weights: str, end2end: bool | None = None) -> torch.nn.Module:
+    """The fused float32 eval DetectionModel; its head returns only the decoded tensor.
+
+    A head with a one-to-one (NMS-free) branch (YOLOv10's ``v10Detect``, YOLO26's
+    ``end2end`` Detect) runs that branch unless ``end2end`` is false: its output is then
+    (B, max_det, 6) [x1, y1, x2, y2, score, class], top-k of the scores, as ultralytics'
+    ``nms=False`` validation and export run it; otherwise (B, 4 + nc, N) for NMS.
+    """
     offline.setup()
     from ultralytics import YOLO
-    from ultralytics.nn.modules import Detect
+    from ultralytics.nn.modules import Detect, v10Detect
 
     path = resolve_weights(weights)
     if path.endswith((".yaml", ".yml")):
@@ -47,15 +53,19 @@ def load_module(weights: str) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{weights}: not an ultralytics PyTorch checkpoint")
     head = model.model[-1]
-    if type(head) is not Detect:
+    if type(head) not in (Detect, v10Detect):  # Segment, Pose, OBB ... subclass Detect too
         raise TypeError(
             f"{weights}: head is {type(head).__name__}; model.family=ultralytics takes detection "
-            "models (Detect head) only"
+            "models (Detect or v10Detect head) only"
         )
-    if head.end2end:
-        raise TypeError(f"{weights}: end-to-end (NMS-free) heads are not supported")
+    has_one2one = getattr(head, "one2one_cv2", None) is not None
+    if end2end and not has_one2one:
+        raise ValueError(f"model.end2end=true: {weights} has no one-to-one (NMS-free) head")
+    if has_one2one:
+        # chosen before fuse(), which drops the branch not chosen
+        head.end2end = has_one2one if end2end is None else end2end
     model = model.float().fuse(verbose=False).eval()  # fused as ultralytics' validator runs it
-    head.export = True  # forward returns the (B, 4 + nc, N) tensor alone, as in ONNX export
+    head.export = True  # forward returns the decoded tensor alone, as in ONNX export
     for m in model.modules():
         if isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
             m.recompute_scale_factor = None  # old pickles
@@ -82,7 +92,7 @@ def _refuse_foreign_globals(path: str, always: bool = False) -> None:
 def ultralytics_family(cfg_model: Any, job: Job | None = None) -> YoloDetector:
     """Load an ultralytics detection checkpoint (or yaml) as a :class:`YoloDetector`."""
     weights = str(cfg_get(cfg_model, "weights"))
-    model: Any = load_module(weights)
+    model: Any = load_module(weights, cfg_get(cfg_model, "end2end"))
     names = model.names
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     det = YoloDetector(
@@ -93,6 +103,7 @@ def ultralytics_family(cfg_model: Any, job: Job | None = None) -> YoloDetector:
         names=names,
         weights=weights,
         family="ultralytics",
+        nms_free=bool(getattr(model.model[-1], "end2end", False)),
     )
     if job is not None:
         job.info.setdefault("model_classes", det.num_classes)
