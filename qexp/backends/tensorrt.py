@@ -147,13 +147,13 @@ class TensorRTBackend:
             raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
         calib_dir: str | None = None
         calib_cache: str | None = None
-        onnx_key = file_hash(onnx_path, 16)
         if route == Route.trt_builtin:
             num = b.calib_num or s.data.calib.num
             calib_key = (dataclasses.asdict(s.data.calib), imgsz, num)
             calib_path = job.cache("trt_calib_images", *calib_key)
             stage.calib_images(data, imgsz, num, calib_path)
             calib_dir = str(calib_path)
+            onnx_key = file_hash(onnx_path, 16)
             cache_dir = job.cache(
                 "trt_calib", onnx_key, calibrator, calib_key, b.calib_batch, p["tensorrt"]
             )
@@ -167,7 +167,7 @@ class TensorRTBackend:
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
             latency_lock=str(lock) if b.latency_lock else None,
         )  # fmt: skip
-        req.engine = str(job.cache("trt_engine", *engine_key(req, onnx_key, p)) / "engine.plan")
+        req.engine = str(job.cache("trt_engine", engine_key(req, p)) / "engine.plan")
         req.validate()
         resp = call_worker(b, req, work / "request.json", b.timeout_s)
         try:
