@@ -16,8 +16,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from qexp.backends import trt_stage as stage
 from qexp.backends.trt_client import TensorRTError, call_worker, probe, probe_cfg, worker_env
 from qexp.backends.trt_engine_key import engine_key
@@ -139,8 +137,7 @@ class TensorRTBackend:
         sizes = sorted(set(b.batch_sizes))
         if sizes != [stage.static_batch(onnx_path)]:
             onnx_path = stage.dynamic_batch(onnx_path, work / f"{onnx_path.stem}_dynbatch.onnx")
-        data_key = OmegaConf.to_container(job.cfg.data, resolve=True)
-        eval_dir = job.cache("trt_eval_images", data_key, imgsz)
+        eval_dir = job.cache("trt_eval_images", dataclasses.asdict(s.data), imgsz)
         images, index = stage.eval_images(data, imgsz, b.eval_batch, eval_dir)
         dr = str(deploy.ranges(work)) if deploy.ranges is not None else None
         if route == Route.dynamic_range and not dr:
