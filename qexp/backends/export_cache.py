@@ -8,6 +8,7 @@ quantized routes the observer / calibrator / ignore choices and the calibration 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -17,21 +18,16 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import OmegaConf
-
 from qexp import cache
 from qexp.config.axes import QUANT_ONLY_AXES
 
 if TYPE_CHECKING:
+    from qexp.config.settings import Settings
     from qexp.interfaces import Deployable
     from qexp.job import Job
 
 log = logging.getLogger("qexp")
 EXPORT_VERSION = 2  # bump when qexp's export itself changes what it writes
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _version(pkg: str) -> str:
@@ -53,16 +49,19 @@ def _code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def export_key(cfg: Any, deploy: Deployable, batch: int, dynamic: bool = False) -> dict[str, Any]:
-    weights = str(cfg.model.weights)
+def export_key(
+    s: Settings, deploy: Deployable, batch: int, dynamic: bool = False
+) -> dict[str, Any]:
+    """What the exported graph depends on (``s``: the job's settings)."""
+    weights = s.model.weights
     key: dict[str, Any] = {
         "weights": cache.file_hash(Path(weights), 16) if Path(weights).is_file() else weights,
-        "family": str(cfg.model.family),
-        "imgsz": int(cfg.model.imgsz),
+        "family": s.model.family,
+        "imgsz": s.model.imgsz,
         "batch": int(batch),
         "route": deploy.route,
         "precision": deploy.precision,
-        "quantizer": _plain(cfg.quantizer),
+        "quantizer": dataclasses.asdict(s.quantizer),
         "versions": [EXPORT_VERSION, _version("torch"), _version("ultralytics"), _version("onnx")],
         "code": _code_fingerprint(),
     }
@@ -70,9 +69,9 @@ def export_key(cfg: Any, deploy: Deployable, batch: int, dynamic: bool = False) 
         key["dynamic"] = True
     if deploy.route != "float":
         for axis in QUANT_ONLY_AXES:
-            key[axis] = _plain(cfg.get(axis))
-        key["calib"] = _plain(cfg.data.get("calib"))
-        key["seed"] = _plain(cfg.get("seed"))
+            key[axis] = dataclasses.asdict(getattr(s, axis))
+        key["calib"] = dataclasses.asdict(s.data.calib)
+        key["seed"] = s.seed
     return key
 
 
@@ -102,7 +101,7 @@ def cached_export(job: Job, deploy: Deployable, batch: int = 1, dynamic: bool = 
     on reuse is reported and rebuilt.
     """
     dynamic = dynamic and exports_dynamic(deploy)
-    entry = job.cache("onnx", export_key(job.cfg, deploy, batch, dynamic))
+    entry = job.cache("onnx", export_key(job.settings, deploy, batch, dynamic))
     built: dict[str, str] = {}
 
     def build(tmp: Path) -> list[str]:

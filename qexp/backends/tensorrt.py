@@ -3,30 +3,25 @@
 The worker runs under ``backend.python`` (default $TRT_PYTHON, else this interpreter) with
 ``backend.pythonpath`` / ``backend.ld_library_path`` ($TRT_PYTHONPATH, $TRT_LD_LIBRARY_PATH), so
 the TensorRT build may live in another Python than qexp's. This client stages the ONNX (with a
-dynamic batch axis), the eval and calibration images as .npy, sends one request, and scores the
-raw outputs it gets back with the shared eval pipeline.
+dynamic batch axis), the eval and calibration images as .npy, sends one request
+(:mod:`~qexp.backends.trt_request`, its engine keyed by :mod:`~qexp.backends.trt_engine_key`,
+through :mod:`~qexp.backends.trt_client`), and scores the raw outputs it gets back with the
+shared eval pipeline (:mod:`~qexp.backends.trt_results`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import logging
-import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import numpy as np
-from omegaconf import OmegaConf
-
-from qexp.backends import trt_precheck, trt_server
+from qexp.backends import trt_precheck
 from qexp.backends import trt_stage as stage
+from qexp.backends.trt_client import TensorRTError, call_worker, probe, probe_cfg, worker_env
+from qexp.backends.trt_engine_key import engine_key
+from qexp.backends.trt_request import JOB_FIELDS, worker_request
+from qexp.backends.trt_results import log_latency, report, summary_profile
 from qexp.cache import file_hash
 from qexp.config.schema import BackendConfig, OptionError, added, bounded
 from qexp.config.settings import Settings
@@ -34,11 +29,16 @@ from qexp.contracts import PRECISIONS, ROUTES, Accepts, Choice, Output, Route
 from qexp.interfaces import Deployable, EvalData
 from qexp.job import Job
 from qexp.registry import BACKENDS
-from qexp.trt import engine_info, protocol
+from qexp.trt import protocol
 from qexp.trt.compat import unsupported_reason
 
-log = logging.getLogger("qexp")
-REPO_ROOT = Path(__file__).resolve().parents[2]  # holds the qexp package the worker imports
+# the client's names tests and scripts reach through this module (each defined in the module
+# named for its job: trt_request, trt_engine_key, trt_client, trt_results)
+__all__ = [
+    "JOB_FIELDS", "FormatFilter", "PrecheckMode", "TensorRTBackend", "TensorRTBackendConfig", "TensorRTError",
+    "TrtLogLevel", "call_worker", "engine_key", "log_latency", "probe", "probe_cfg",
+    "summary_profile", "worker_env", "worker_request",
+]  # fmt: skip
 
 
 class FormatFilter(Choice):
@@ -47,12 +47,7 @@ class FormatFilter(Choice):
     no_fp32 = "no_fp32"
 
 
-class PrecheckMode(Choice):
-    """What the pre-build check of a Q/DQ graph does when TensorRT's optimizer refuses it."""
-
-    off = "off"  # no check: a refused graph fails inside the build
-    fail = "fail"  # fail the job in seconds, naming the refused pairs and the ignore patterns
-    drop = "drop"  # build without the refused pairs (those layers float) and record them
+PrecheckMode = trt_precheck.PrecheckMode
 
 
 class TrtLogLevel(Choice):
@@ -115,89 +110,6 @@ class TensorRTBackendConfig(BackendConfig):
                               f"unknown {unknown}; known: {', '.join(protocol.TACTIC_SOURCES)}")  # fmt: skip
 
 
-class TensorRTError(RuntimeError):
-    """The worker failed; the message carries its error and TensorRT's log tail."""
-
-
-# The request fields that describe the job, not a backend option (worker_request sets them);
-# every other field of protocol.Request is the backend option of the same name.
-JOB_FIELDS = ("onnx", "engine", "out_dir", "precision", "route", "calibrator", "calib_dir",
-              "calib_cache", "dynamic_range", "eval_input", "timing_cache", "latency_lock",
-              "batch_sizes")  # fmt: skip
-
-
-def worker_request(b: TensorRTBackendConfig, **job: Any) -> protocol.Request:
-    """The worker's request: the job's own fields (``JOB_FIELDS``), and every other field of
-    the protocol from the backend option of the same name (choices as plain strings)."""
-    if set(job) != set(JOB_FIELDS):
-        raise TypeError(f"worker_request: job fields {sorted(set(job) ^ set(JOB_FIELDS))}")
-    options = {
-        f.name: _plain(getattr(b, f.name))
-        for f in dataclasses.fields(protocol.Request)
-        if f.name not in job
-    }
-    return protocol.Request(**options, **job)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Choice):
-        return value.value
-    return [_plain(v) for v in value] if isinstance(value, list) else value
-
-
-def worker_env(bcfg: Any) -> tuple[str, dict[str, str]]:
-    """(interpreter, environment) for the worker process."""
-    python = bcfg.python or sys.executable
-    env = dict(os.environ)
-    if getattr(bcfg, "lazy_loading", False):
-        # TensorRT 8.6 links CUDA 12.0's runtime, which loads every kernel of a module eagerly
-        env.setdefault("CUDA_MODULE_LOADING", "LAZY")
-    jit = getattr(bcfg, "jit_cache", None)
-    if jit:
-        # kernels the driver compiles from PTX are kept for every later build (all GPUs and
-        # processes of the host); 4 GiB is the driver's maximum, its default is far smaller
-        env["CUDA_CACHE_PATH"] = str(Path(jit).resolve())
-        env.setdefault("CUDA_CACHE_MAXSIZE", str(4 << 30))
-    paths = [p for p in str(bcfg.pythonpath or "").split(os.pathsep) if p] + [str(REPO_ROOT)]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    ld = [p for p in str(bcfg.ld_library_path or "").split(os.pathsep) if p]
-    if env.get("LD_LIBRARY_PATH"):
-        ld.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(ld)
-    env["PYTHONUNBUFFERED"] = "1"
-    return python, env
-
-
-@functools.cache
-def probe(python: str, pythonpath: str, ld_library_path: str) -> dict[str, Any]:
-    """Ask the worker interpreter what it has (once per process per interpreter)."""
-    bcfg = SimpleNamespace(python=python, pythonpath=pythonpath, ld_library_path=ld_library_path)
-    exe, env = worker_env(bcfg)
-    try:
-        out = subprocess.run(
-            [exe, "-m", "qexp.trt.worker", "--probe"],
-            env=env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as e:
-        return {"ok": False, "error": f"cannot start {exe}: {e}"}
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        return {
-            "ok": False,
-            "error": f"{exe} -m qexp.trt.worker --probe failed: {' | '.join(tail)}",
-        }
-    return json.loads(lines[-1])
-
-
-def probe_cfg(bcfg: Any) -> dict[str, Any]:
-    return probe(
-        str(bcfg.python or sys.executable),
-        str(bcfg.pythonpath or ""),
-        str(bcfg.ld_library_path or ""),
-    )
-
-
 @BACKENDS.register("tensorrt", schema=TensorRTBackendConfig)
 class TensorRTBackend:
     # every route; what the installed TensorRT lacks (implicit INT8 on 11) is SKIPPED by check
@@ -231,21 +143,20 @@ class TensorRTBackend:
         sizes = sorted(set(b.batch_sizes))
         if sizes != [stage.static_batch(onnx_path)]:
             onnx_path = stage.dynamic_batch(onnx_path, work / f"{onnx_path.stem}_dynbatch.onnx")
-        data_key = OmegaConf.to_container(job.cfg.data, resolve=True)
-        eval_dir = job.cache("trt_eval_images", data_key, imgsz)
+        eval_dir = job.cache("trt_eval_images", dataclasses.asdict(s.data), imgsz)
         images, index = stage.eval_images(data, imgsz, b.eval_batch, eval_dir)
         dr = str(deploy.ranges(work)) if deploy.ranges is not None else None
         if route == Route.dynamic_range and not dr:
             raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
         calib_dir: str | None = None
         calib_cache: str | None = None
-        onnx_key = file_hash(onnx_path, 16)
         if route == Route.trt_builtin:
             num = b.calib_num or s.data.calib.num
             calib_key = (dataclasses.asdict(s.data.calib), imgsz, num)
             calib_path = job.cache("trt_calib_images", *calib_key)
             stage.calib_images(data, imgsz, num, calib_path)
             calib_dir = str(calib_path)
+            onnx_key = file_hash(onnx_path, 16)
             cache_dir = job.cache(
                 "trt_calib", onnx_key, calibrator, calib_key, b.calib_batch, p["tensorrt"]
             )
@@ -259,211 +170,19 @@ class TensorRTBackend:
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
             latency_lock=str(lock) if b.latency_lock else None,
         )  # fmt: skip
-
-        def engine_path() -> Path:
-            key = (onnx_key, dr and file_hash(Path(dr), 16), req.precision, route, calibrator,
-                   calib_dir, sizes, req.workspace_gb, req.opt_level, req.fp16_fallback, req.tf32,
-                   p["tensorrt"], p.get("gpu"), req.tactic_sources, req.avg_timing_iterations,
-                   req.calib_batch if route == Route.trt_builtin else None,
-                   req.format_filter)  # fmt: skip
-            return job.cache("trt_engine", *key) / "engine.plan"
-
-        engine = engine_path()
+        engine = job.cache("trt_engine", engine_key(req, p)) / "engine.plan"
         built = b.reuse_engine and engine.exists() and Path(f"{engine}.json").exists()
         if route == Route.qdq and b.precheck != PrecheckMode.off and not built:
-            checked = self._precheck(job, onnx_path, sizes, p, work)
+            checked = trt_precheck.checked_onnx(job, b, onnx_path, sizes, p, work)
             if checked != onnx_path:  # built without the refused pairs: another engine
-                onnx_path, onnx_key = checked, file_hash(checked, 16)
-                req.onnx = str(onnx_path)
-                engine = engine_path()
+                req.onnx = str(checked)
+                engine = job.cache("trt_engine", engine_key(req, p)) / "engine.plan"
         req.engine = str(engine)
         req.validate()
         resp = call_worker(b, req, work / "request.json", b.timeout_s)
         try:
-            self._report(job, deploy, data, resp, index, imgsz)
+            report(job, b, deploy, data, resp, index, imgsz)
         finally:
             raws = list(resp.outputs) + [r for rs in resp.outputs_by_batch.values() for r in rs]
             for raw in raws:  # hundreds of MB each; the engine and layer JSON stay
                 Path(raw).unlink(missing_ok=True)
-
-    def _precheck(self, job: Job, onnx_path: Path, sizes: list[int], p: dict[str, Any],
-                  work: Path) -> Path:  # fmt: skip
-        """The ONNX to build: ``onnx_path`` when TensorRT's optimizer accepts it; without the
-        refused Q/DQ pairs with ``precheck=drop``; else the job fails naming them. The verdict
-        is cached per (ONNX, TensorRT, GPU, batch sizes): a re-run asks TensorRT nothing."""
-        b = self.cfg
-        onnx_key = file_hash(onnx_path, 16)
-        entry = job.cache("trt_precheck", onnx_key, p["tensorrt"], p.get("gpu"), sizes,
-                          b.fp16_fallback)  # fmt: skip
-        cached = entry / "verdict.json"
-        if cached.exists():
-            v = trt_precheck.Verdict.from_json(json.loads(cached.read_text()))
-        else:
-            exe, env = worker_env(b)
-            checker = trt_precheck.Checker(exe, env, work, sizes, fp16=b.fp16_fallback,
-                                           log=log.info)  # fmt: skip
-            v = trt_precheck.precheck(onnx_path, checker)
-            write_text(cached, json.dumps(v.to_json(), indent=1))
-        job.add_artifact("precheck.json", write_text(work / "precheck.json",
-                                                     json.dumps(v.to_json(), indent=1)))  # fmt: skip
-        job.info["precheck"] = {"accepted": v.accepted, "pairs": v.pairs, "checks": len(v.checks),
-                                "seconds": v.seconds, "dropped": v.ignore_patterns()}  # fmt: skip
-        job.log_metrics({"precheck_s": v.seconds})
-        if v.accepted:
-            log.info(v.message())
-            return onnx_path
-        if b.precheck != PrecheckMode.drop or not v.culprits:
-            raise TensorRTError(v.message())
-        log.warning("%s\nbackend.precheck=drop: building without them", v.message())
-        return trt_precheck.write_without(
-            onnx_path, v.culprits, work / f"{onnx_path.stem}_precheck.onnx"
-        )
-
-    def _report(self, job: Job, deploy: Deployable, data: EvalData, resp: protocol.Response,
-                index: dict[str, int], imgsz: int) -> None:  # fmt: skip
-        b = self.cfg
-        raw = np.load(resp.outputs[0], mmap_mode="r")
-        predict = stage.lookup_predict(raw, index)
-        ref = stage.torch_reference(deploy.detector, deploy.module) if b.align else None
-        metrics = stage.evaluate(predict, deploy.detector, data, imgsz, b.eval_batch, job, ref)
-        job.log_metrics(metrics)
-        for bs, paths in sorted(resp.outputs_by_batch.items(), key=lambda kv: int(kv[0])):
-            # the same images through the other profile: a broken profile or batch axis shows
-            # as an mAP change, where raw-output diffs on empty anchors are only noise
-            other = stage.lookup_predict(np.load(paths[0], mmap_mode="r"), index)
-            m = stage.evaluate(other, deploy.detector, data, imgsz, b.eval_batch)
-            job.log_metrics(
-                {
-                    f"map50_95_b{bs}": m["map50_95"],
-                    f"batch_map_delta_b{bs}": m["map50_95"] - metrics["map50_95"],
-                }
-            )
-        log_latency(job, resp.latency)
-        job.log_metrics({"build_s": resp.build_s, "engine_bytes": resp.engine_bytes})
-        for k in ("calib_s", "build_cpu_s"):
-            if k in resp.build_stats:
-                job.log_metrics({k: resp.build_stats[k]})
-        sizes = sorted(int(k) for k in resp.layers)
-        first = str(sizes[0])
-        info = engine_info.load(resp.layers[first])
-        per_batch = {bs: layer_summary(resp.layers[str(bs)], i) for i, bs in enumerate(sizes)}
-        summary = per_batch[sizes[0]]
-        job.log_metrics(summary.metrics())
-        prof = json.loads(Path(resp.layer_profile).read_text()) if resp.layer_profile else {}
-        times = engine_info.profile_times(prof) if prof else None
-        engine = {
-            "tensorrt": resp.tensorrt, "gpu": resp.gpu, "device": resp.device,
-            "engine": resp.engine, "engine_bytes": resp.engine_bytes, "build": resp.build_stats,
-            "reused_engine": resp.reused_engine, "latency": resp.latency,
-            "batch_max_abs_diff": resp.batch_diff,
-            "summary": {f"b{bs}": sm.to_dict() for bs, sm in per_batch.items()},
-            "notes": resp.notes, "worker_s": resp.timings,
-        }  # fmt: skip
-        files = {
-            "layers.json": json.dumps(info, indent=1),  # the engine's (all profiles on 8.6)
-            "layers.csv": engine_info.to_csv(
-                engine_info.layer_table(info, times, summary_profile(info, 0))
-            ),
-            "engine_summary.json": json.dumps(engine, indent=1),
-            "engine_summary.md": "".join(
-                f"batch {bs}:\n{engine_info.to_markdown(sm)}" for bs, sm in per_batch.items()
-            ),
-        }
-        if prof:
-            files["layer_profile.json"] = json.dumps(prof, indent=1)
-        if resp.build_profile and Path(resp.build_profile).exists():
-            files["build_profile.json"] = Path(resp.build_profile).read_text()
-        for bs, path in resp.layers.items():
-            if path != resp.layers[first]:  # a TensorRT that reports one profile per context
-                files[f"layers_b{bs}.json"] = Path(path).read_text()
-        for name, text in files.items():
-            job.add_artifact(name, write_text(job.path("artifacts", name), text))
-        job.info["tensorrt"] = {
-            k: engine[k]
-            for k in ("tensorrt", "gpu", "reused_engine", "notes", "batch_max_abs_diff")
-        }
-        job.info["tensorrt"]["precisions"] = summary.precisions
-        job.info["gpu"] = resp.device
-        job.info["cuda_graph"] = all(st.get("cuda_graph") for st in resp.latency.values())
-
-
-def summary_profile(info: dict[str, Any], index: int) -> int | None:
-    """The profile to read from ``info``: ``index`` where layer names carry '[profile N]'
-    (a whole multi-profile engine), else all layers (the JSON is that context's alone)."""
-    tagged = any(engine_info.profile_of(L) > 0 for L in engine_info.layers(info, None))
-    return index if tagged else None
-
-
-def layer_summary(path: str, index: int) -> engine_info.EngineSummary:
-    info = engine_info.load(path)
-    return engine_info.summarize(info, summary_profile(info, index))
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def log_latency(job: Job, latency: dict[str, dict[str, Any]]) -> None:
-    """latency_ms_p50/p90/mean at the smallest batch (batch 1), ..._b<N> at the others;
-    throughput_ips_b<N> everywhere."""
-    smallest = min(int(k) for k in latency)
-    for bs, st in latency.items():
-        suffix = "" if int(bs) == smallest else f"_b{bs}"
-        for stat in ("p50", "p90", "mean"):
-            job.log_metrics({f"latency_ms_{stat}{suffix}": st[stat]})
-        job.log_metrics({f"throughput_ips_b{bs}": st["throughput_ips"]})
-
-
-def call_worker(
-    bcfg: Any, req: protocol.Request, req_path: Path, timeout: int
-) -> protocol.Response:
-    """Run the worker on ``req`` (the process's long-lived one with
-    ``backend.persistent_worker``, else a fresh process); raise TensorRTError with the log tail
-    when it fails."""
-    from qexp.trt.worker import response_path
-
-    protocol.write(req, str(req_path))
-    resp_path = Path(response_path(str(req_path)))
-    resp_path.unlink(missing_ok=True)
-    exe, env = worker_env(bcfg)
-    log_path = req_path.with_name("worker.log")
-    log_path.unlink(missing_ok=True)
-    why = ""
-    if bool(getattr(bcfg, "persistent_worker", False)):
-        cache = Path(str(bcfg.timing_cache)).parent if bcfg.timing_cache else req_path.parent
-        srv = trt_server.server_for(exe, env, cache)
-        try:
-            srv.submit(req_path.resolve(), timeout)
-        except trt_server.WorkerGone as e:
-            trt_server.discard(srv)
-            why = f"{e}; its log: {srv.log_path}"
-    else:
-        with open(log_path, "w") as logf:
-            try:
-                proc = subprocess.run(
-                    [exe, "-m", "qexp.trt.worker", str(req_path)],
-                    env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout,
-                )  # fmt: skip
-                why = f"exited with status {proc.returncode}"
-            except subprocess.TimeoutExpired:
-                why = f"timed out after {timeout} s"
-    tail = ""
-    if log_path.exists():
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-    if not resp_path.exists():
-        raise TensorRTError(
-            f"TensorRT worker {why or 'ended'} without a response\n--- worker log tail ---\n{tail}"
-        )
-    resp = protocol.read(protocol.Response, str(resp_path))
-    if not resp.ok:
-        # keep a serving worker (and its timing cache) when TensorRT refused a network; drop it
-        # after anything else, which may have left its CUDA context in an error state
-        benign = resp.unsupported or (resp.error or "").startswith(
-            ("BuildError:", "ProtocolError:", "FileNotFoundError:")
-        )
-        if not benign:
-            trt_server.close_all()
-        trt_tail = "\n".join(resp.log_tail) or tail
-        raise TensorRTError(f"{resp.error}\n--- TensorRT log tail ---\n{trt_tail}")
-    return resp

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import subprocess
 import sys
 import time
@@ -25,7 +27,22 @@ from typing import Any
 
 import onnx
 
+from qexp.backends.trt_client import TensorRTError, worker_env
+from qexp.backends.trt_results import write_text
+from qexp.cache import file_hash
+from qexp.contracts import Choice
+from qexp.job import Job
 from qexp.trt.precheck import ERROR, PASS, REFUSED
+
+log = logging.getLogger("qexp")
+
+
+class PrecheckMode(Choice):
+    """What the pre-build check of a Q/DQ graph does when TensorRT's optimizer refuses it."""
+
+    off = "off"  # no check: a refused graph fails inside the build
+    fail = "fail"  # fail the job in seconds, naming the refused pairs and the ignore patterns
+    drop = "drop"  # build without the refused pairs (those layers float) and record them
 
 
 class PrecheckError(RuntimeError):
@@ -239,10 +256,36 @@ def write_without(onnx_path: Path, culprits_: list[Pair], out: Path) -> Path:
     return out
 
 
+def checked_onnx(job: Job, bcfg: Any, onnx_path: Path, sizes: list[int], probe: dict[str, Any],
+                 work: Path) -> Path:  # fmt: skip
+    """The ONNX a Q/DQ job builds: ``onnx_path`` when TensorRT's optimizer accepts it; without
+    the refused pairs with ``backend.precheck=drop``; else the job fails naming them. The
+    verdict is cached per (ONNX, TensorRT, GPU, batch sizes, fp16): a re-run asks nothing."""
+    entry = job.cache("trt_precheck", file_hash(onnx_path, 16), probe["tensorrt"],
+                      probe.get("gpu"), sizes, bcfg.fp16_fallback)  # fmt: skip
+    cached = entry / "verdict.json"
+    if cached.exists():
+        v = Verdict.from_json(json.loads(cached.read_text()))
+    else:
+        exe, env = worker_env(bcfg)
+        v = precheck(onnx_path, Checker(exe, env, work, sizes, bcfg.fp16_fallback, log=log.info))
+        write_text(cached, json.dumps(v.to_json(), indent=1))
+    job.add_artifact("precheck.json", write_text(work / "precheck.json", cached.read_text()))
+    job.info["precheck"] = {"accepted": v.accepted, "pairs": v.pairs, "checks": len(v.checks),
+                            "seconds": v.seconds, "dropped": v.ignore_patterns(),
+                            "patterns": sorted({p.pattern for p in v.culprits})}  # fmt: skip
+    job.log_metrics({"precheck_s": v.seconds})
+    if v.accepted:
+        log.info(v.message())
+        return onnx_path
+    if PrecheckMode(bcfg.precheck) != PrecheckMode.drop or not v.culprits:
+        raise TensorRTError(v.message())
+    log.warning("%s\nbackend.precheck=drop: building without them", v.message())
+    return write_without(onnx_path, v.culprits, work / f"{onnx_path.stem}_precheck.onnx")
+
+
 def main(argv: list[str] | None = None) -> int:
     from types import SimpleNamespace
-
-    from qexp.backends.tensorrt import worker_env
 
     ap = argparse.ArgumentParser(prog="python -m qexp.backends.trt_precheck",
                                  description=__doc__.split("\n")[0])  # fmt: skip
@@ -251,8 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fp16", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("precheck.json"))
     a = ap.parse_args(argv)
-    import os
-
     bcfg = SimpleNamespace(python=os.environ.get("TRT_PYTHON"), lazy_loading=True, jit_cache=None,
                            pythonpath=os.environ.get("TRT_PYTHONPATH", ""),
                            ld_library_path=os.environ.get("TRT_LD_LIBRARY_PATH", ""))  # fmt: skip

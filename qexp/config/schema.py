@@ -31,14 +31,16 @@ class OptionError(ValueError):
 
 
 def bounded(
-    default: Any,
+    default: Any = dataclasses.MISSING,
     *,
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
 ) -> Any:
-    """A numeric field with bounds (None, where allowed by the type, is always in bounds)."""
+    """A numeric field with bounds (None, where allowed by the type, is always in bounds);
+    without ``default`` a field that must be given (an observer's ``params``: the axis holds
+    the defaults)."""
     return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
 
 
@@ -201,9 +203,10 @@ class QuantizerConfig(Checked):
 class ObserverConfig(Checked):
     """The observer axis: the observer that sets activation ranges, the one that sets weight
     ranges, and the options they read. One node serves both observers, so it holds the options
-    of the built-in ones; each observer reads and checks only its own (its ``params`` schema,
-    qexp/quant/observers.py). An observer with options of its own registers a subclass of
-    this schema (``OBSERVERS.register(name, schema=...)``) for its YAML to extend."""
+    of the built-in ones, and their defaults (the one place of them); each observer reads and
+    checks only its own (its ``params`` schema, qexp/quant/observers.py: which options, what
+    values, no defaults). An observer with options of its own registers a subclass of this
+    schema (``OBSERVERS.register(name, schema=...)``), which holds them, for its YAML to extend."""
 
     name: str = MISSING
     act: str = MISSING  # an OBSERVERS name for activations

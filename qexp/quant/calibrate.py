@@ -7,6 +7,7 @@ and every ignore choice of a (model, data, images, preprocessing) combination.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,12 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from qexp import cache
+from qexp.config.schema import OptionError
 from qexp.device import ieee_fp32
+from qexp.job import Job
 from qexp.quant.histogram import HistAccumulator, HistStats, pack, unpack
+from qexp.registry import OBSERVERS
 
 log = logging.getLogger("qexp")
 CACHE_VERSION = 1
@@ -165,26 +168,27 @@ def stats_device(directory: Path) -> str:
 
 
 def observer_clips(st: HistStats, ocfg: Any, bits: int = 8) -> dict[str, float]:
-    """amax of every registered activation observer on these statistics, with the settings
-    ``ocfg`` (the job's observer config); observers that cannot read them are left out."""
-    from qexp.registry import OBSERVERS
-
+    """amax of every registered activation observer on these statistics, each with its
+    parameters out of ``ocfg`` (the job's observer axis). An observer that ranges weights only
+    (no ``act_amax``), or whose own checks refuse these options (``observer.bins=64`` is the
+    minmax job's to set, and below what the histogram observer takes), gives no clip."""
     clips = {}
     for entry in OBSERVERS:
+        observer = entry.obj()
         try:
-            clips[entry.name] = float(entry.obj().act_amax(st, ocfg, bits))
-        except Exception as e:  # noqa: BLE001 - a weight-only or third-party observer
+            clips[entry.name] = float(observer.act_amax(st, observer.params_of(ocfg), bits))
+        except (NotImplementedError, OptionError) as e:
             log.debug("observer %s gives no activation clip here: %s", entry.name, e)
     return clips
 
 
-def write_histograms(job: Any, stats: dict[str, HistStats]) -> Path:
+def write_histograms(job: Job, stats: dict[str, HistStats]) -> Path:
     """The job artifact ``calibration``: every layer input's |x| histogram from the
     calibration pass and the clip each activation observer picks from it (at
     ``quantizer.a_bits``, with this job's observer settings). Reports read this file, never
     the calibration cache or the observers."""
-    ocfg = job.cfg.observer
-    bits = int(OmegaConf.select(job.cfg, "quantizer.a_bits", default=8) or 8)
+    s = job.settings
+    bits = s.quantizer.a_bits
     tensors = {}
     for name, st in stats.items():
         hist = st.hist.astype(np.int64) if np.all(st.hist == np.rint(st.hist)) else st.hist
@@ -196,12 +200,12 @@ def write_histograms(job: Any, stats: dict[str, HistStats]) -> Path:
             "max": st.max,
             "count": st.count,
             "hist": hist[: nz[-1] + 1 if nz.size else 0].tolist(),  # trailing empty bins cut
-            "clips": observer_clips(st, ocfg, bits),
+            "clips": observer_clips(st, s.observer, bits),
         }
     doc = {
         "version": HISTOGRAMS_VERSION,
         "bits": bits,
-        "observer": OmegaConf.to_container(ocfg, resolve=True),
+        "observer": dataclasses.asdict(s.observer),
         "tensors": tensors,
     }
     path = job.path(HISTOGRAMS_FILE)

@@ -8,47 +8,46 @@ caller wrote into the entry between the two calls (MQBench's clip JSON) are part
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from qexp import cache
-from qexp.config.settings import drop_added_defaults
+from qexp.config.schema import DataConfig, QuantizerConfig
+from qexp.config.settings import Settings, drop_added_defaults
 from qexp.quant.calibrate import weights_hash
 
 log = logging.getLogger("qexp")
 _STATE, _META = "state.pt", "meta.json"
 
 
-def quantizer_key(cfg: DictConfig) -> dict:
-    """``cfg.quantizer`` without the fields that do not change the trained weights."""
-    q = OmegaConf.to_container(cfg.quantizer, resolve=True)
-    assert isinstance(q, dict)
+def quantizer_key(q: QuantizerConfig) -> dict:
+    """The quantizer's settings without the fields that do not change the trained weights."""
+    d = dataclasses.asdict(q)
     for k in ("device", "export"):
-        q.pop(k, None)
-    return drop_added_defaults("quantizer", {str(k): v for k, v in q.items()})
+        d.pop(k, None)
+    return drop_added_defaults("quantizer", d)
 
 
-def train_images(cfg: DictConfig) -> int:
-    """How many calibration images training uses: ``quantizer.images``, else data.calib.num."""
-    n = cfg.quantizer.images
-    return int(n if n is not None else (OmegaConf.select(cfg, "data.calib.num") or 128))
+def train_images(q: Any, data: DataConfig) -> int:
+    """How many calibration images training uses: ``quantizer.images`` (a learning quantizer's
+    schema has it), else data.calib.num."""
+    return int(q.images if q.images is not None else data.calib.num)
 
 
 def key(
-    kind: str, version: int, fmodel: nn.Module, cfg: DictConfig, quantized: list[str], images: int
+    kind: str, version: int, fmodel: nn.Module, s: Settings, quantized: list[str], images: int
 ) -> tuple:
     """What a trained entry depends on: the float weights, the calibration data, the observer,
     the quantizer's training settings, the quantized layers and the seed."""
     return (
-        kind, version, weights_hash(fmodel), int(cfg.model.imgsz),
-        OmegaConf.to_container(cfg.data.calib, resolve=True), images,
-        OmegaConf.to_container(cfg.observer, resolve=True), quantizer_key(cfg),
-        quantized, int(cfg.seed),
+        kind, version, weights_hash(fmodel), s.model.imgsz, dataclasses.asdict(s.data.calib),
+        images, dataclasses.asdict(s.observer), quantizer_key(s.quantizer), quantized, s.seed,
     )  # fmt: skip
 
 

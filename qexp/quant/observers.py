@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from qexp.config.schema import Checked, OptionError, bounded
+from qexp.config.schema import Checked, ObserverConfig, OptionError, bounded
 from qexp.quant.fakequant import qrange
 from qexp.quant.histogram import HistStats
 from qexp.registry import OBSERVERS
@@ -33,15 +33,18 @@ class NoParams(Checked):
     """An observer that reads no option of the observer axis."""
 
 
+# An observer's ``params``: the options of the observer axis it reads and the values it takes;
+# their defaults are the axis schema's (config/schema.py: ObserverConfig, or the schema an
+# observer with options of its own registers), never repeated here.
 @dataclass
 class PercentileParams(Checked):
-    percentile: float = bounded(99.99, gt=0, le=100)  # of |x|, over all calibration values
+    percentile: float = bounded(gt=0, le=100)  # of |x|, over all calibration values
 
 
 @dataclass
 class EntropyParams(Checked):
-    quant_bins: int = bounded(128, ge=2)  # TensorRT's 128 quantized bins
-    bins: int = 2048
+    quant_bins: int = bounded(ge=2)  # TensorRT's 128 quantized bins
+    bins: int = bounded()
 
     def rules(self) -> None:
         if self.quant_bins >= self.bins:
@@ -50,7 +53,7 @@ class EntropyParams(Checked):
 
 @dataclass
 class HistogramParams(Checked):
-    bins: int = bounded(2048, ge=128)  # the clip search runs from bin 128 up
+    bins: int = bounded(ge=128)  # the clip search runs from bin 128 up
 
 
 class Observer:
@@ -60,10 +63,24 @@ class Observer:
 
     @classmethod
     def params_of(cls, ocfg: Any) -> Any:
-        """This observer's parameters out of the observer axis (``cfg.observer``), checked; an
-        option the axis lacks takes the parameter's default."""
-        names = [f.name for f in dataclasses.fields(cls.params)]
-        return cls.params(**{n: getattr(ocfg, n) for n in names if hasattr(ocfg, n)})
+        """This observer's parameters out of the observer axis (``cfg.observer``), checked. An
+        option the axis node lacks (it is another observer's schema, without this one's own
+        options) takes its default from the schema this observer registered."""
+        return cls.params(
+            **{
+                f.name: getattr(ocfg, f.name) if hasattr(ocfg, f.name) else cls._default(f.name)
+                for f in dataclasses.fields(cls.params)
+            }
+        )
+
+    @classmethod
+    def _default(cls, option: str) -> Any:
+        schema = OBSERVERS.entry(cls.name).schema or ObserverConfig
+        found = [f for f in dataclasses.fields(schema) if f.name == option]
+        if not found or found[0].default is dataclasses.MISSING:
+            why = f"observer {cls.name!r} reads it; {schema.__name__} has no default for it"
+            raise OptionError(option, None, why)
+        return found[0].default
 
     def act_amax(self, st: HistStats, cfg: Any, bits: int) -> float:
         """The activation amax from calibration statistics; ``cfg``: ``params_of(...)`` (or

@@ -129,7 +129,8 @@ def trained(
     """(training images, cache directory, its cached (state, meta) or None) of what a learning
     quantizer (AdaRound, QAT) trains on top of ``c``: the jobs of a sweep that differ only in
     backend train once. ``files``: model_cache.load's file names."""
-    images = model_cache.train_images(job.cfg)
-    key = model_cache.key(kind, version, c.fmodel, job.cfg, c.plan.quantized, images)
+    s = job.settings
+    images = model_cache.train_images(s.quantizer, s.data)
+    key = model_cache.key(kind, version, c.fmodel, s, c.plan.quantized, images)
     directory = job.cache(kind, *key)
     return images, directory, model_cache.load(directory, **files)

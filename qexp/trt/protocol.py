@@ -15,7 +15,6 @@ from typing import Any
 
 from qexp.contracts import PRECISIONS, ROUTES
 
-CALIBRATORS = ("minmax", "entropy", "entropy2", "legacy")
 # trt.TacticSource members a request may enable (None = TensorRT's own default set)
 TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")
 # TensorRT's class for each calibrator choice (removed in TensorRT 11; see compat.py)
@@ -25,6 +24,7 @@ CALIBRATOR_CLASSES = {
     "entropy2": "IInt8EntropyCalibrator2",
     "legacy": "IInt8LegacyCalibrator",
 }
+CALIBRATORS = tuple(CALIBRATOR_CLASSES)  # the calibrator choices a request may name
 
 
 class ProtocolError(ValueError):
@@ -101,6 +101,21 @@ class Request:
             raise bad("format_filter", "must be null or 'no_fp32'")
         if self.calib_batch < 1:
             raise bad("calib_batch", "must be >= 1")
+
+
+# What the engine depends on (the client's engine cache key, qexp/backends/trt_engine_key.py):
+# every Request field but these, which say where files go, how the engine is measured and what
+# is logged (calib_cache: a file the calibration fields decide; timing_cache: it speeds the
+# build up and changes nothing it must build). A field added to Request is keyed unless named.
+NOT_IN_ENGINE = frozenset({"engine", "out_dir", "calib_cache", "timing_cache", "build_profile",
+                           "reuse_engine", "eval_input", "eval_batch", "eval_all_batches",
+                           "warmup", "iters", "cuda_graph", "latency_lock", "profile_iters",
+                           "log_level"})  # fmt: skip
+# Fields the build reads on one route only (on the others they are keyed as None, so that
+# backend.calib_batch, say, does not rebuild the fp16 engine).
+ROUTE_ONLY = {"calibrator": "trt_builtin", "calib_dir": "trt_builtin", "calib_batch": "trt_builtin"}
+# Fields that name a file the build reads: keyed by its content, not its path.
+FILE_FIELDS = ("onnx", "dynamic_range")
 
 
 @dataclass

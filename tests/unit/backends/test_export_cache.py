@@ -6,7 +6,6 @@ from pathlib import Path
 
 import onnx
 import torch
-from omegaconf import OmegaConf
 
 from qexp.backends.export_cache import cached_export
 from qexp.interfaces import Deployable
@@ -14,17 +13,10 @@ from qexp.job import Job
 from qexp.models.export import export_onnx
 
 
-def _setup(tmp_path: Path, weights_bytes: bytes = b"w1"):
+def _setup(compose, tmp_path: Path, weights_bytes: bytes = b"w1"):
     weights = tmp_path / "w.pt"
     weights.write_bytes(weights_bytes)
-    cfg = OmegaConf.create(
-        {
-            "model": {"weights": str(weights), "family": "test", "imgsz": 32},
-            "quantizer": {"name": "none", "precision": "fp32"},
-            "data": {"calib": {"num": 4}},
-            "seed": 0,
-        }
-    )
+    cfg = compose([f"model.weights={weights}", "model.imgsz=32", "quantizer=none"])
     job = Job(cfg=cfg, dir=tmp_path / "job", cache_dir=tmp_path / "cache")
     module = torch.nn.Conv2d(3, 4, 3).eval()
     exports: list[Path] = []
@@ -39,8 +31,8 @@ def _setup(tmp_path: Path, weights_bytes: bytes = b"w1"):
     return job, deploy, exports
 
 
-def test_export_once_then_reuse(tmp_path):
-    job, deploy, exports = _setup(tmp_path)
+def test_export_once_then_reuse(compose, tmp_path):
+    job, deploy, exports = _setup(compose, tmp_path)
     a = cached_export(job, deploy, 1)
     b = cached_export(job, deploy, 1)
     assert a == b and a.is_file() and len(exports) == 1
@@ -48,15 +40,15 @@ def test_export_once_then_reuse(tmp_path):
     assert c != a and c.name == "m_b2.onnx" and len(exports) == 2
 
 
-def test_other_weights_are_another_entry(tmp_path):
-    job, deploy, _ = _setup(tmp_path)
+def test_other_weights_are_another_entry(compose, tmp_path):
+    job, deploy, _ = _setup(compose, tmp_path)
     a = cached_export(job, deploy, 1)
     (tmp_path / "w.pt").write_bytes(b"w2")  # same path, new content
     assert cached_export(job, deploy, 1).parent != a.parent
 
 
-def test_truncated_entry_is_rebuilt(tmp_path, caplog):
-    job, deploy, exports = _setup(tmp_path)
+def test_truncated_entry_is_rebuilt(compose, tmp_path, caplog):
+    job, deploy, exports = _setup(compose, tmp_path)
     a = cached_export(job, deploy, 1)
     a.write_bytes(a.read_bytes()[:20])
     with caplog.at_level("WARNING", logger="qexp"):

@@ -73,9 +73,11 @@ def test_sensitivity_plot_ranks_largest_first():
 def test_calibration_histogram_with_each_observer_clip():
     from omegaconf import OmegaConf
 
+    from qexp.plugins import load_plugins
     from qexp.quant.calibrate import observer_clips
     from qexp.quant.histogram import HistStats
 
+    load_plugins()  # the observers whose clips these are (alone, nothing else loaded them)
     torch.manual_seed(0)
     st = HistStats(bins=2048)
     for _ in range(4):  # heavy-tailed activations, as after SiLU in a detector

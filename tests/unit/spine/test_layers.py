@@ -23,7 +23,7 @@ def test_the_walker_sees_the_imports_it_must():
     graph = import_graph()
     assert "qexp.report.table" in graph["qexp.report.build"]  # from qexp.report.table import
     assert "qexp.report.columns" in graph["qexp.report.build"]  # from qexp.report import columns
-    assert "qexp.trt.engine_info" in graph["qexp.backends.tensorrt"]
+    assert "qexp.trt.engine_info" in graph["qexp.backends.trt_results"]
     assert "qexp.data" in graph["qexp.runner"]  # inside a function
 
 

@@ -15,12 +15,12 @@ from qexp.registry import OBSERVERS
 
 @dataclass
 class ToyObserverConfig(ObserverConfig):
-    fraction: float = 0.5
+    fraction: float = 0.5  # the option and its default, in the axis schema only
 
 
 @dataclass
 class ToyParams(Checked):
-    fraction: float = bounded(0.5, gt=0, le=1)
+    fraction: float = bounded(gt=0, le=1)  # what this observer reads, and the values it takes
 
 
 @OBSERVERS.register("toy", schema=ToyObserverConfig)
