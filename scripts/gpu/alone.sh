@@ -7,7 +7,7 @@ set -uo pipefail
 . "${STAGE:-$HOME/stage}/env.sh"
 out=${QEXP_OUT:-$HOME/qexp-out}
 rc=0
-for row in ${ALONE:-yolov8n.yaml:fp16 yolov8n.yaml:ptq_trt yolo11n.yaml:fp16}; do
+for row in ${ALONE:-yolov8n.yaml:fp16 yolov8n.yaml:ptq_trt}; do
   python3 -m qexp.cli experiment=arch_matrix hydra.mode=RUN "model.weights=${row%%:*}" \
     "quantizer=${row##*:}" backend.reuse_engine=false experiment_name=arch_alone \
     "paths.output_dir=$out" "$@" || rc=1
