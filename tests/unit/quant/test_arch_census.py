@@ -46,9 +46,9 @@ def _scoped(layer: str, node: str) -> bool:
 
 def _check(row: dict, out) -> None:
     assert (row["act_qdq"], row["weight_qdq"], row["float_by_rule"]) == EXPECTED[row["arch"]]
-    # parity: the raw outputs (an NMS-free head's before its top-k) and the detections
-    assert row["ort_cosine"] > 0.9995, row
-    assert row["ort_det_match"] >= (0.75 if row["arch"] == "yolov5n" else 0.85), row
+    # parity of the raw outputs (an NMS-free head's before its top-k): test_qdq_rules' cosine;
+    # the median in output units (pixels, probabilities): 0.0001-0.0033 measured at 320
+    assert row["ort_cosine"] > 0.9995 and row["ort_median_abs"] < 1e-2, row
     # every layer left float really has no Q/DQ on its input in the graph given to TensorRT
     m = onnx.load(str(out / row["onnx"]))
     made_by = {o: n for n in m.graph.node for o in n.output}
