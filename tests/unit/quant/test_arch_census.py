@@ -7,6 +7,7 @@ whole matrix is ``slow`` (about a minute and a half on one core)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import onnx
 import pytest
@@ -66,6 +67,9 @@ def test_yolo11n_leaves_exactly_the_refused_pair_float(tmp_path):
     assert f["layer"] == "model.10.m.0.attn.pe.conv"
     assert f["pattern"].startswith("split -> reshape -> Q/DQ -> depthwise Conv")
     assert row["_deploy"].info["float_by_rule"] == row["float_layers"]
+    # and the graph given to TensorRT says so itself
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / row["onnx"])).metadata_props}
+    assert json.loads(meta["qexp_float_by_rule"]) == row["float_layers"]
     _check(row, tmp_path)
 
 
