@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ("arch", "head", "act_qdq", "weight_qdq", "convs", "float_convs", "matmuls",
+COLUMNS = ("arch", "head", "act_qdq", "weight_qdq", "convs", "float_convs", "matmuls", "adds (Q/DQ)",
            "float_by_rule", "patterns", "ort_cosine", "ort_median_abs")  # fmt: skip
 
 

@@ -104,7 +104,9 @@ def prepare(
     if residual:
         quantized = set(plan.quantized)
         for name, m in model.named_modules():
-            if type(m).__name__ not in RESIDUAL_BLOCKS or not getattr(m, "add", False):
+            # subclasses too (YOLOv9's RepBottleneck): the same x + cv2(cv1(x)) forward
+            is_block = any(c.__name__ in RESIDUAL_BLOCKS for c in type(m).__mro__)
+            if not is_block or not getattr(m, "add", False):
                 continue
             first = f"{name}.cv1.conv"
             if first in quantized:
