@@ -3,6 +3,7 @@
     .venv/bin/python scripts/arch_census.py --out /tmp/arch_census           # all, ptq_trt
     .venv/bin/python scripts/arch_census.py --archs yolo11n,yolo26n --imgsz 320
     .venv/bin/python scripts/arch_census.py --quantizer ptq                   # no TRT rules
+    .venv/bin/python scripts/arch_census.py --archs yolo12n 'ignore.patterns=[*attn.pe.conv]'
 
 For each architecture: the model (an ultralytics yaml with ``informative_random`` weights,
 saved as ``OUT/weights/<arch>.pt`` so a run elsewhere loads the same model; qexp's classic
@@ -49,7 +50,9 @@ def _random_weights(weights: str, out: Path, name: str) -> str:
     return str(path)
 
 
-def build(arch: str, out: Path, imgsz: int, quantizer: str = "ptq_trt") -> dict[str, Any]:
+def build(
+    arch: str, out: Path, imgsz: int, quantizer: str = "ptq_trt", extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Quantize and export one architecture; its census row plus the objects behind it
     (``deploy``, ``detector``, ``data``, ``onnx``) for callers that check more."""
     import torch
@@ -75,7 +78,7 @@ def build(arch: str, out: Path, imgsz: int, quantizer: str = "ptq_trt") -> dict[
         cfg = compose("config", overrides=[
             f"quantizer={quantizer}", *model, "data=tiny", f"model.imgsz={imgsz}",
             "data.calib.num=2", "data.max_images=2", "tracking=none",
-            f"paths.output_dir={work}", f"paths.cache_dir={out / 'cache'}",
+            f"paths.output_dir={work}", f"paths.cache_dir={out / 'cache'}", *extra,
         ])  # fmt: skip
     job = Job(cfg=cfg, dir=work / "job", cache_dir=out / "cache")
     det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
@@ -157,6 +160,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--archs", default="", help="comma-separated names (default: the matrix)")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--quantizer", default="ptq_trt", help="ptq_trt (TensorRT rules) or ptq")
+    ap.add_argument("overrides", nargs="*", help="more Hydra overrides (ignore.patterns=[...])")
     args = ap.parse_args(argv)
 
     from qexp import offline
@@ -168,7 +172,7 @@ def main(argv: list[str]) -> int:
     rows = []
     for name in names:
         t = time.perf_counter()
-        row = {k: v for k, v in build(name, args.out, args.imgsz, args.quantizer).items()
+        row = {k: v for k, v in build(name, args.out, args.imgsz, args.quantizer, tuple(args.overrides)).items()
                if not k.startswith("_")}  # fmt: skip
         rows.append(row)
         print(f"{name}: {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
