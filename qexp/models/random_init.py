@@ -22,7 +22,7 @@ def informative_random(model: nn.Module, seed: int = 0) -> nn.Module:
     """Re-draw ``model``'s conv and BatchNorm parameters in place (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.weight.requires_grad:  # not DFL's fixed 0..15
             fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
             m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
             if m.bias is not None:

@@ -4,6 +4,7 @@ model's (Q/DQ ONNX, or the fp32 ONNX plus its dynamic ranges, both from one Q/DQ
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -35,14 +36,24 @@ def float_export(detector: Detector, imgsz: int) -> Callable[..., Path]:
 
 
 def export_qdq(
-    detector: Detector, qmodel: nn.Module, path: Path, imgsz: int, batch: int, dynamic: bool = False
+    detector: Detector,
+    qmodel: nn.Module,
+    path: Path,
+    imgsz: int,
+    batch: int,
+    dynamic: bool = False,
+    float_by_rule: list | None = None,
 ) -> Path:
-    """The Q/DQ ONNX of a fake-quant model, checked to hold Q/DQ nodes."""
+    """The Q/DQ ONNX of a fake-quant model, checked to hold Q/DQ nodes. ``float_by_rule``
+    (the layers the TensorRT rules left float) goes into its metadata (``qexp_float_by_rule``,
+    JSON), so the graph given to TensorRT says itself which layers have no Q/DQ and why."""
     path.parent.mkdir(parents=True, exist_ok=True)
     params = inspect.signature(detector.export_onnx).parameters
     if "simplify" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
         # a simplifier may fold or move the Q/DQ pairs TensorRT needs
         kw: dict[str, Any] = {"dynamic": True} if dynamic else {}
+        if float_by_rule:
+            kw["metadata"] = {"qexp_float_by_rule": json.dumps(float_by_rule)}
         cast(Any, detector).export_onnx(qmodel, path, imgsz, batch, simplify=False, **kw)
     else:
         detector.export_onnx(qmodel, path, imgsz, batch)
@@ -71,7 +82,7 @@ def make_deployable(
         stem = f"{detector.name}_int8_{tag}_{imgsz}_b{batch}{'_dyn' if dynamic else ''}"
         qdq = out_dir / f"{stem}_qdq.onnx"
         if not qdq.exists():
-            export_qdq(detector, qmodel, qdq, imgsz, batch, dynamic)
+            export_qdq(detector, qmodel, qdq, imgsz, batch, dynamic, info.get("float_by_rule"))
         if route == Route.qdq:
             return qdq, None
         fp32, js = out_dir / f"{stem}_fp32.onnx", out_dir / f"{stem}_dynamic_range.json"

@@ -12,6 +12,7 @@ joined shares that one scale (:mod:`qexp.quant.qdq_rules`), as an INT8 concat ne
 
 from __future__ import annotations
 
+import logging
 import types
 from dataclasses import dataclass, field
 
@@ -19,7 +20,10 @@ import torch
 from torch import nn
 
 from qexp.quant.fakequant import QUANT_LAYERS, ActQuantizer
+from qexp.quant.qdq_float import FloatByRule, float_by_rule
 from qexp.quant.qdq_rules import QdqRules, SharedScale, share, shared_scales
+
+log = logging.getLogger("qexp")
 
 # Blocks whose layers are fixed arithmetic rather than learned features: kept float always.
 # DFL's 1x1 conv holds the constants 0..15 (an expectation over bins), not weights.
@@ -34,6 +38,7 @@ class QuantPlan:
     fixed: list[str] = field(default_factory=list)  # never quantized (FLOAT_BLOCKS)
     residual: dict[str, str] = field(default_factory=dict)  # block -> layer sharing its input
     shared: list[SharedScale] = field(default_factory=list)  # qdq_rules=trt: tied quantizers
+    by_rule: list[FloatByRule] = field(default_factory=list)  # qdq_rules=trt: left float
 
     def info(self) -> dict:
         out: dict[str, list] = {
@@ -44,6 +49,8 @@ class QuantPlan:
         }
         if self.shared:  # only with qdq_rules=trt: records of other jobs stay as they were
             out["shared_scales"] = [list(g.quantizers) for g in self.shared]
+        if self.by_rule:
+            out["float_by_rule"] = [f.as_dict() for f in self.by_rule]
         return out
 
 
@@ -87,16 +94,19 @@ def prepare(
     layers, fixed = quantizable(model)
     ignored = set(ignored)
     plan = QuantPlan(fixed=fixed, ignored=[n for n in layers if n in ignored])
+    floats: dict[str, nn.Module] = {}
     for name in layers:
         if name in ignored:
             continue
-        layer = model.get_submodule(name)
+        layer = floats[name] = model.get_submodule(name)
         _set(model, name, QUANT_LAYERS[type(layer)].from_float(layer, w_bits, a_bits, per_channel))
         plan.quantized.append(name)
     if residual:
         quantized = set(plan.quantized)
         for name, m in model.named_modules():
-            if type(m).__name__ not in RESIDUAL_BLOCKS or not getattr(m, "add", False):
+            # subclasses too (YOLOv9's RepBottleneck): the same x + cv2(cv1(x)) forward
+            is_block = any(c.__name__ in RESIDUAL_BLOCKS for c in type(m).__mro__)
+            if not is_block or not getattr(m, "add", False):
                 continue
             first = f"{name}.cv1.conv"
             if first in quantized:
@@ -104,9 +114,21 @@ def prepare(
                 m.forward = types.MethodType(_residual_forward, m)
                 plan.residual[name] = first
     if rules == QdqRules.trt:
+        _leave_float_by_rule(model, plan, floats)
         plan.shared = shared_scales(model, plan.residual, _probe_size(model))
         share(model, plan.shared)
     return plan
+
+
+def _leave_float_by_rule(model: nn.Module, plan: QuantPlan, floats: dict[str, nn.Module]) -> None:
+    """Put back the float layer of every quantizer :func:`qdq_float.float_by_rule` refuses,
+    until none is left (a layer put back is a float reader itself, which may refuse more)."""
+    while found := [f for f in float_by_rule(model, _probe_size(model)) if f.layer in floats]:
+        for f in found:
+            _set(model, f.layer, floats.pop(f.layer))
+            plan.quantized.remove(f.layer)
+            plan.by_rule.append(f)
+            log.info("qdq_rules=trt: %s left float (%s: %s)", f.layer, f.rule, f.pattern)
 
 
 def _probe_size(model: nn.Module) -> int:

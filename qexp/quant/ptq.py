@@ -35,8 +35,9 @@ class PTQ(pipeline.FakeQuantQuantizer[PTQConfig]):
         )
         info = {**c.info(s), "calib_images": c.num, "act_amax": c.act_amax()}
         log.info(
-            "ptq: %d layers quantized, %d ignored, %d float by design; calibration %s (%.1fs)",
-            len(plan.quantized), len(plan.ignored), len(plan.fixed), info["calib_cache"],
-            c.seconds,
+            "ptq: %d layers quantized, %d ignored, %d float by design, %d by the TensorRT "
+            "rules; calibration %s (%.1fs)",
+            len(plan.quantized), len(plan.ignored), len(plan.fixed), len(plan.by_rule),
+            info["calib_cache"], c.seconds,
         )  # fmt: skip
         return make_deployable(detector, c.qmodel, q.export, s.model.imgsz, tag, info, q.a_bits)

@@ -66,13 +66,14 @@ def _commutes(func: Any, args: tuple, kwargs: dict) -> bool:
     return func in _COMMUTING
 
 
-def _tensors(x: Any) -> list[torch.Tensor]:
+def tensors_in(x: Any) -> list[torch.Tensor]:
+    """The tensors in ``x`` (a tensor, or nested lists, tuples and dicts of them)."""
     if isinstance(x, torch.Tensor):
         return [x]
     if isinstance(x, list | tuple):
-        return [t for v in x for t in _tensors(v)]
+        return [t for v in x for t in tensors_in(v)]
     if isinstance(x, dict):
-        return [t for v in x.values() for t in _tensors(v)]
+        return [t for v in x.values() for t in tensors_in(v)]
     return []
 
 
@@ -101,7 +102,7 @@ class _Joins(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if _commutes(func, args, kwargs):
-            self.union(_tensors(args) + _tensors(kwargs) + _tensors(out))
+            self.union(tensors_in(args) + tensors_in(kwargs) + tensors_in(out))
         return out
 
 

@@ -167,3 +167,20 @@ def test_nms_free_onnx_runs_on_onnxruntime_like_torch(tmp_path):
     assert out.shape == ref.shape == (1, 300, 6)
     np.testing.assert_allclose(out, ref, atol=1e-3)
     assert [len(d) for d in det.decode(out)] == [len(d) for d in det.decode(ref)] == [300]
+
+
+@pytest.mark.parametrize("arch", ["yolov10n.yaml", "yolo26n.yaml"])
+def test_end2end_false_runs_the_one_to_many_head_with_nms(arch):
+    from qexp.models.ultralytics_family import ultralytics_family
+
+    det = ultralytics_family({"name": arch, "weights": arch, "end2end": False})
+    x = np.zeros((1, 3, IMGSZ, IMGSZ), np.float32)
+    anchors = sum((IMGSZ // s) ** 2 for s in (8, 16, 32))
+    assert not det.nms_free and det.predict_fn()(x).shape == (1, 4 + 80, anchors)
+
+
+def test_end2end_true_on_a_head_without_one_to_one_names_the_model():
+    from qexp.models.ultralytics_family import ultralytics_family
+
+    with pytest.raises(ValueError, match="yolov8n.yaml has no one-to-one"):
+        ultralytics_family({"name": "yolov8n", "weights": "yolov8n.yaml", "end2end": True})

@@ -199,3 +199,20 @@ def test_the_rules_are_hashed_and_none_hashes_as_before(compose):
     base = config_hash(compose(["quantizer=ptq"]))
     assert config_hash(compose(["quantizer=ptq", "quantizer.qdq_rules=none"])) == base
     assert config_hash(compose(["quantizer=ptq", "quantizer.qdq_rules=trt"])) != base
+
+
+# The GPU-verified placements (every yolov8n/yolov5n ptq_trt engine since the 4xH100 frontier
+# built from these): activation Q/DQ pairs (conv inputs + residual identities), weight Q/DQ,
+# nothing left float by the TensorRT rules. A change here must be a rule's, on purpose.
+PINNED = {"yolov8n": (69, 63), "yolov5n": (60, 60)}
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("model", sorted(PINNED))
+def test_the_gpu_verified_placement_count_is_pinned(built, model):
+    from qexp.quant.qdq_census import census
+
+    deploy, path, _, _ = built(model, "trt")
+    c = census(path, deploy.info.get("float_by_rule"))
+    assert (c.act_pairs, c.weight_qdq) == PINNED[model]
+    assert c.by_rule == () and "float_by_rule" not in deploy.info
