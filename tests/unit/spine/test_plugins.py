@@ -11,8 +11,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from qexp.config.store import register_configs
 from qexp.config.validate import ConfigError, validate
+from qexp.config_store import register_configs
 from qexp.record import FINISHED, find_records, read_record
 from qexp.registry import OBSERVERS, QUANTIZERS
 from qexp.runner import JobSpec, combination_reason, run_job
