@@ -81,3 +81,16 @@ def test_package_inits_import_only_their_own_package():
         name = module_name(init)
         outside = sorted(d for d in graph[name] if not d.startswith(name + "."))
         assert outside == [], f"{name} imports {outside}"
+
+
+def test_plugins_read_the_typed_settings_only():
+    """Quantizers, observers and backends read ``job.settings`` (the schema objects), never the
+    composed DictConfig (``job.cfg``, OmegaConf): no fallback defaults, no casts."""
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{i}: {line.strip()}"
+        for room in ("quant", "backends")
+        for path in sorted((PACKAGE / room).rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bjob\.cfg\b|\bOmegaConf\b|\bDictConfig\b", line)
+    ]
+    assert found == []
