@@ -18,8 +18,15 @@ if TYPE_CHECKING:
     from qexp.backends.tensorrt import TensorRTBackendConfig
 
 
-def report(job: Job, b: TensorRTBackendConfig, deploy: Deployable, data: EvalData, resp: protocol.Response,
-           index: dict[str, int], imgsz: int) -> None:  # fmt: skip
+def report(
+    job: Job,
+    b: TensorRTBackendConfig,
+    deploy: Deployable,
+    data: EvalData,
+    resp: protocol.Response,
+    index: dict[str, int],
+    imgsz: int,
+) -> None:
     """What the worker measured, into the job: mAP (at the eval batch and every other batch
     size), latency, build time, the engine's layer summary; its JSON as artifacts."""
     raw = np.load(resp.outputs[0], mmap_mode="r")
