@@ -48,7 +48,7 @@ def _task(cfg) -> None:
 def _run_hydra(argv: list[str]) -> int:
     import hydra
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
 
     p = plan(argv)
     summary.LAST = None

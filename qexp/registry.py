@@ -2,8 +2,8 @@
 
 A plugin registers under a kind (``quantizer``, ``observer``, ``backend``, ``model_family``,
 ``tracking``) and a name. Plugins that are selected through a Hydra config group also give a
-dataclass ``schema``; :mod:`qexp.config.store` puts those schemas into Hydra's ConfigStore, so a
-new plugin is one file plus one YAML. :func:`qexp.plugins.load_plugins` imports the plugin
+dataclass ``schema``; :mod:`qexp.config_store` puts those schemas into Hydra's ConfigStore, so
+a new plugin is one file plus one YAML. :func:`qexp.plugins.load_plugins` imports the plugin
 modules; this module imports nothing of qexp's, so every plugin can import it.
 """
 

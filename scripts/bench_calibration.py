@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.data import load_eval_data
     from qexp.device import describe, resolve_device
     from qexp.job import Job

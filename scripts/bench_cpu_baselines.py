@@ -49,7 +49,7 @@ def main() -> int:
     offline.setup()
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.environment import versions
     from qexp.runner import JobSpec, run_job
 

@@ -67,7 +67,7 @@ def child_ultralytics(tmp: Path, images: int | None, rect: bool, batch: int) -> 
 def child_qexp(tmp: Path, images: int | None, align: bool) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.runner import JobSpec, run_job
 
     register_configs()

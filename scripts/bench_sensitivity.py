@@ -23,7 +23,7 @@ offline.setup()
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from qexp.config.store import register_configs  # noqa: E402
+from qexp.config_store import register_configs  # noqa: E402
 from qexp.data import load_eval_data  # noqa: E402
 from qexp.eval.evaluator import evaluate  # noqa: E402
 from qexp.job import Job  # noqa: E402

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     from hydra import compose, initialize_config_dir
     from onnx import helper
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.data import load_eval_data
     from qexp.eval.evaluator import evaluate
     from qexp.job import Job

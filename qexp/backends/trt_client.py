@@ -15,6 +15,7 @@ from typing import Any
 
 from qexp.backends import trt_server
 from qexp.trt import protocol
+from qexp.trt.worker import response_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # holds the qexp package the worker imports
 
@@ -82,8 +83,6 @@ def call_worker(
     """Run the worker on ``req`` (the process's long-lived one with
     ``backend.persistent_worker``, else a fresh process); raise TensorRTError with the log tail
     when it fails."""
-    from qexp.trt.worker import response_path
-
     protocol.write(req, str(req_path))
     resp_path = Path(response_path(str(req_path)))
     resp_path.unlink(missing_ok=True)

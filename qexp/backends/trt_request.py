@@ -5,10 +5,13 @@ backend option of the same name)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qexp.contracts import Choice
 from qexp.trt import protocol
+
+if TYPE_CHECKING:
+    from qexp.backends.tensorrt import TensorRTBackendConfig
 
 # The request fields that describe the job, not a backend option (worker_request sets them);
 # every other field of protocol.Request is the backend option of the same name.
@@ -17,7 +20,7 @@ JOB_FIELDS = ("onnx", "engine", "out_dir", "precision", "route", "calibrator", "
               "batch_sizes")  # fmt: skip
 
 
-def worker_request(b: Any, **job: Any) -> protocol.Request:
+def worker_request(b: TensorRTBackendConfig, **job: Any) -> protocol.Request:
     """The worker's request: the job's own fields (``JOB_FIELDS``), and every other field of
     the protocol from the backend option of the same name (choices as plain strings)."""
     if set(job) != set(JOB_FIELDS):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,9 +14,19 @@ from qexp.interfaces import Deployable, EvalData
 from qexp.job import Job
 from qexp.trt import engine_info, protocol
 
+if TYPE_CHECKING:
+    from qexp.backends.tensorrt import TensorRTBackendConfig
 
-def report(job: Job, b: Any, deploy: Deployable, data: EvalData, resp: protocol.Response,
-           index: dict[str, int], imgsz: int) -> None:  # fmt: skip
+
+def report(
+    job: Job,
+    b: TensorRTBackendConfig,
+    deploy: Deployable,
+    data: EvalData,
+    resp: protocol.Response,
+    index: dict[str, int],
+    imgsz: int,
+) -> None:
     """What the worker measured, into the job: mAP (at the eval batch and every other batch
     size), latency, build time, the engine's layer summary; its JSON as artifacts."""
     raw = np.load(resp.outputs[0], mmap_mode="r")

@@ -39,10 +39,10 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     (ONNX: copy that dim from the input), which keeps the graph valid at any batch; Resize
     sizes that carry the batch become scales (:func:`_resize_by_scales`).
     """
-    import onnx
+    import onnx  # here, as in static_batch: importing the backend stays cheap (plugins load it)
     from onnx import numpy_helper
 
-    from qexp.models.onnx_fold import static_shapes
+    from qexp.models.onnx_fold import static_shapes  # onnx too
 
     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
         return dst
@@ -267,7 +267,7 @@ def evaluate(
 ) -> dict[str, float]:
     """map50_95, map50, eval_s (and with a reference: align_*, torch/map50_95, torch/map50)
     through the shared evaluation loop of qexp.eval."""
-    from qexp.eval import evaluate as shared_evaluate
+    from qexp.eval import evaluate as shared_evaluate  # loads torch: only when scoring
 
     res = shared_evaluate(predict, detector, data, imgsz, batch, job=job, reference=reference)
     out = {k: float(v) for k, v in res.items() if k.startswith(("map", "align_")) or k == "eval_s"}

@@ -188,7 +188,7 @@ class QuantizerConfig(Checked):
     IMPL: ClassVar[Impl] = Impl.native  # whose code a quantizer of this schema runs
 
     def rules(self) -> None:
-        from qexp.device import check_device
+        from qexp.device import check_device  # imports torch: not for every schema import
 
         if check_device(self.device):
             raise OptionError("device", self.device, "one of auto, cpu, cuda, cuda:N")

@@ -83,8 +83,8 @@ class Observer:
         return found[0].default
 
     def act_amax(self, st: HistStats, cfg: Any, bits: int) -> float:
-        """The activation amax from calibration statistics; ``cfg``: ``params_of(...)`` (or
-        the observer axis itself, which holds every observer's options)."""
+        """The activation amax from calibration statistics; ``cfg``: ``params_of(...)`` (or an
+        observer axis node that holds this observer's options)."""
         raise NotImplementedError
 
     def weight_amax(self, w: torch.Tensor, cfg: Any, bits: int, per_channel: bool) -> torch.Tensor:

@@ -1,10 +1,18 @@
-"""The INT8 frontier of a TensorRT sweep: each engine's mAP50-95 Δ vs the fp16 engine against
-its batch-32 throughput ratio to that engine (issue 15: which recipe gives the fastest engine
-that keeps its accuracy), as a table and a plot with the Pareto front and the target box.
+"""The INT8 frontier of a sweep of engines: each engine's mAP50-95 Δ vs its backend's fp16
+engine against its batch-32 throughput ratio to that engine (issue 15: which recipe gives the
+fastest engine that keeps its accuracy), as a table and a plot with the Pareto front and the
+target box.
+
+What an engine is, and which is the reference, comes from the records, not from a backend's
+name: a row is an engine when its backend logged the engine it built (``engine_bytes``), and
+the reference of a backend's engines is its engine at the reference precision (the records'
+``precision``). Any backend that builds engines, and built one at that precision, gets a
+frontier; each backend's engines are read against their own.
 
 :func:`frontier` turns a loaded sweep (:mod:`qexp.report.load`) into a numeric table, one row
-per engine, each read against the fp16 engine of its group (its model, data, ... where the
-sweep has several); :func:`to_markdown` / :func:`to_html` print it and :func:`plot` draws it.
+per engine, each read against the fp16 engine of its group (its backend, model, data, ...
+where the sweep has several); :func:`to_markdown` / :func:`to_html` print it and :func:`plot`
+draws it.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from qexp.config.axes import QUANT_ONLY_AXES, RECIPE
+from qexp.contracts import Precision
 from qexp.record import FINISHED
 from qexp.report import plots
 from qexp.report.columns import short_labels
@@ -28,13 +37,13 @@ from qexp.report.table import (
     with_knobs,
 )
 
-REFERENCE = "fp16"  # the quantizer of the engine every row is read against
-ENGINE = "tensorrt"  # the backend whose rows are engines
+REFERENCE = str(Precision.fp16)  # the precision of the engine every row is read against
+ENGINE = "engine_bytes"  # the metric a backend logs for the engine it built: the row is an engine
 MAP, B32, B1 = "map50_95", "throughput_ips_b32", "latency_ms_p50"
 # issue 15's target: >= 1.4x the fp16 engine's batch-32 throughput at <= 0.3 pt mAP50-95 loss
 TARGET_RATIO, TARGET_DELTA_PT = 1.4, -0.3
 FLOAT_KINDS = ("fp32", "fp16")
-TITLE = "INT8 frontier: TensorRT engines vs the fp16 engine"
+TITLE = f"INT8 frontier: engines vs the {REFERENCE} engine of their backend"
 PNG = "frontier.png"
 
 
@@ -52,11 +61,11 @@ class Column:
 COLUMNS = (
     Column("row", "label", ""),
     Column("mAP50-95", MAP, ".4f"),
-    Column("Δ vs fp16 (pt)", "delta_pt", "+.2f"),
+    Column(f"Δ vs {REFERENCE} (pt)", "delta_pt", "+.2f"),
     Column("img/s b32", B32, ".0f"),
-    Column("×fp16 b32", "ratio_b32", ".2f"),
+    Column(f"×{REFERENCE} b32", "ratio_b32", ".2f"),
     Column("p50 b1 ms", B1, ".3f"),
-    Column("×fp16 b1", "ratio_b1", ".2f"),
+    Column(f"×{REFERENCE} b1", "ratio_b1", ".2f"),
     Column("reformat layers", "reformat_layers", ".0f"),
     Column("INT8 layers", "layers_int8", ".0f"),
 )
@@ -68,19 +77,30 @@ EXTRA_COLUMNS = (
 _METRICS = (MAP, B32, B1, "reformat_layers", "layers_int8", "build_s", "align_map_delta")
 
 
+def engines_of(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the backends that build engines (those whose FINISHED rows logged one),
+    whatever their status."""
+    if ENGINE not in df or "backend" not in df:
+        return df.iloc[0:0]
+    built = df[(df["status"] == FINISHED) & df[ENGINE].notna()]
+    return df[df["backend"].isin(set(built["backend"]))]
+
+
 def frontier(df: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame | None:
-    """One row per FINISHED TensorRT engine (columns: label, the metrics, ``delta_pt``,
-    ``ratio_b32``, ``ratio_b1``, ``twin_pt``, ``front``, ``target``, ``reference``), read
-    against the fp16 engine of its group. None when the runs hold no INT8 engine (nothing to
-    draw); :class:`NoFrontier` when they hold INT8 engines but no fp16 engine for them.
-    ``rows``: the comparison table's row keys (they tell the engines apart in the labels)."""
-    if "backend" not in df or MAP not in df or B32 not in df:
+    """One row per FINISHED engine (columns: label, the metrics, ``delta_pt``, ``ratio_b32``,
+    ``ratio_b1``, ``twin_pt``, ``front``, ``target``, ``reference``), read against the engine
+    of its backend (and group) at the ``REFERENCE`` precision. None when the runs hold no INT8
+    engine (nothing to draw); :class:`NoFrontier` when they hold INT8 engines but no reference
+    engine for them. ``rows``: the comparison table's row keys (they tell the engines apart in
+    the labels)."""
+    if MAP not in df or B32 not in df:
         return None
-    rows = [r for r in (rows or _row_keys(df)) if r != "backend"]
+    built = engines_of(df)
+    built = built[(built["status"] == FINISHED) & built[ENGINE].notna()]
+    backends = list(dict.fromkeys(built["backend"]))
+    rows = [r for r in (rows or _row_keys(df)) if r != "backend" or len(backends) > 1]
     df = with_knobs(df, rows)
-    engines = df[
-        (df["status"] == FINISHED) & (df["backend"] == ENGINE) & df[MAP].notna() & df[B32].notna()
-    ]
+    engines = df[df.index.isin(built.index) & df[MAP].notna() & df[B32].notna()]
     # one point per row: a resumed job is the same record in another sweep
     engines = engines.sort_values("started_at", kind="stable").drop_duplicates(
         "record_id", keep="last"
@@ -92,15 +112,16 @@ def frontier(df: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame | 
     int8 = engines[_is_int8(engines)]
     if int8.empty:
         return None
-    refs = engines[engines["quantizer"] == REFERENCE]
+    refs = engines[_precision(engines) == REFERENCE]
     if refs.empty:
         raise NoFrontier(
-            f"INT8 frontier not drawn: no FINISHED TensorRT fp16 engine (quantizer={REFERENCE}) "
-            f"to read the {len(int8)} INT8 engine(s) against; add recipe=fp16 to the sweep"
+            f"INT8 frontier not drawn: no FINISHED {REFERENCE} engine of backend="
+            f"{','.join(map(str, dict.fromkeys(int8['backend'])))} to read the {len(int8)} INT8 "
+            f"engine(s) against; add recipe={REFERENCE} to the sweep"
         )
-    # the fp16 engines a sweep holds per model (data, imgsz, ...): each engine is read against
-    # its own; never split by what fp16 does not read (observer, quantizer.* settings)
-    group = [k for k in keys if not _quant_key(k) and refs[k].nunique() > 1]
+    # the fp16 engines a sweep holds per backend and model (data, imgsz, ...): each engine is
+    # read against its own; never split by what fp16 does not read (observer, quantizer.*)
+    group = [k for k in keys if not _quant_key(k) and (k == "backend" or refs[k].nunique() > 1)]
     engines = engines.assign(label=_labels(engines, keys, group))
     out, notes = [], []
     for key, members in _groups(engines, group):
@@ -109,14 +130,14 @@ def frontier(df: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame | 
             ref = ref[ref[g].astype(str) == v]
         where = " ".join(f"{g}={v}" for g, v in zip(group, key, strict=True))
         if ref.empty:
-            notes.append(f"{where}: no fp16 engine, its {len(members)} engine(s) left out")
+            notes.append(f"{where}: no {REFERENCE} engine, its {len(members)} engine(s) left out")
             continue
         out.append(_read_against(members, ref.iloc[-1]).assign(group=where))
     if not out:
         raise NoFrontier("INT8 frontier not drawn: " + "; ".join(notes))
     table = pd.concat(out).reset_index(drop=True)
     table.attrs.update(
-        group=group, notes=notes, reference={"quantizer": REFERENCE, "backend": ENGINE}
+        group=group, notes=notes, backends=backends, reference={"precision": REFERENCE}
     )
     return table
 
@@ -130,10 +151,13 @@ def _quant_key(key: str) -> bool:
     return key == RECIPE or axis == "quantizer" or axis in QUANT_ONLY_AXES
 
 
+def _precision(df: pd.DataFrame) -> pd.Series:
+    return df["precision"].astype(str) if "precision" in df else pd.Series("", index=df.index)
+
+
 def _is_int8(df: pd.DataFrame) -> pd.Series:
-    prec = df["precision"].astype(str) if "precision" in df else pd.Series("", index=df.index)
     int8 = pd.to_numeric(df.get("layers_int8", pd.Series(index=df.index)), errors="coerce")
-    return (prec == "int8") | (int8 > 0)
+    return (_precision(df) == str(Precision.int8)) | (int8 > 0)
 
 
 def _groups(df: pd.DataFrame, group: list[str]):
@@ -153,7 +177,7 @@ def _read_against(members: pd.DataFrame, ref: pd.Series) -> pd.DataFrame:
     t["delta_pt"] = (t[MAP] - float(ref[MAP])) * 100
     t["ratio_b32"] = t[B32] / float(ref[B32])
     ref_b1 = pd.to_numeric(pd.Series([ref.get(B1)]), errors="coerce").iloc[0]
-    t["ratio_b1"] = ref_b1 / t[B1]  # >1: faster than the fp16 engine, as the b32 ratio
+    t["ratio_b1"] = ref_b1 / t[B1]  # >1: faster than the reference engine, as the b32 ratio
     t["twin_pt"] = t["align_map_delta"] * 100
     t["reference"] = members["record_id"] == ref["record_id"]
     # higher ratio and higher Δ are better; pareto_front wants lower x
@@ -226,15 +250,16 @@ def caption(table: pd.DataFrame) -> list[str]:
     """What the table says, in sentences: the reference, the front, the target box."""
     group = table.attrs.get("group") or []
     per = f" of its {', '.join(group)}" if group else ""
+    backends = ", ".join(map(str, table.attrs.get("backends") or []))
     lines = [
-        f"Each TensorRT engine read against the fp16 engine{per}: "
-        "Δ in mAP50-95 points, ×fp16 its batch-32 throughput (b32) or batch-1 p50 speed "
-        "(b1) over the fp16 engine's, above 1 faster.",
+        f"Each {backends} engine read against the {REFERENCE} engine{per}: "
+        f"Δ in mAP50-95 points, ×{REFERENCE} its batch-32 throughput (b32) or batch-1 p50 "
+        f"speed (b1) over the {REFERENCE} engine's, above 1 faster.",
         "**bold**: on the Pareto front (no other engine is both faster at batch 32 and "
         "more accurate).",
     ]
     hits = table[table["target"]]["label"].tolist()
-    box = f"≥ {TARGET_RATIO}× fp16 at batch 32 with ≤ {-TARGET_DELTA_PT} pt mAP50-95 loss"
+    box = f"≥ {TARGET_RATIO}× {REFERENCE} at batch 32 with ≤ {-TARGET_DELTA_PT} pt mAP50-95 loss"
     lines.append(
         f"In the target box ({box}): {', '.join(hits)}." if hits else f"No engine reaches {box}."
     )
@@ -287,7 +312,7 @@ def to_html(table: pd.DataFrame) -> str:
 
 
 def plot(table: pd.DataFrame) -> Figure:
-    """Δ mAP50-95 (pt) vs the batch-32 throughput ratio to fp16, one labelled point per engine,
+    """Δ mAP50-95 (pt) vs the batch-32 throughput ratio to the reference, one point per engine,
     the Pareto front of each group as a dashed line, the target box shaded."""
     import matplotlib.pyplot as plt
 
@@ -301,7 +326,7 @@ def plot(table: pd.DataFrame) -> Figure:
                    linewidth=0.5, zorder=3, label=str(name) or None)  # fmt: skip
         ax.scatter(ref["ratio_b32"], ref["delta_pt"], s=140, marker="*", color=color,
                    edgecolor="black", linewidth=0.5, zorder=4,
-                   label="fp16 engine" if gi == 0 else None)  # fmt: skip
+                   label=f"{REFERENCE} engine" if gi == 0 else None)  # fmt: skip
         front = t[t["front"]].sort_values("ratio_b32")
         ax.plot(front["ratio_b32"], front["delta_pt"], "--", color="0.35", zorder=2,
                 drawstyle="steps-pre", label="Pareto front" if gi == 0 else None)  # fmt: skip
@@ -326,9 +351,10 @@ def plot(table: pd.DataFrame) -> Figure:
                zorder=0, label=f"target: ≥{TARGET_RATIO}×, ≥{TARGET_DELTA_PT} pt")  # fmt: skip
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
-    ax.set_xlabel("batch-32 throughput / the fp16 engine's (×)")
-    ax.set_ylabel("mAP50-95 Δ vs the fp16 engine (points)")
-    ax.set_title(f"INT8 frontier ({len(table)} TensorRT engines; up and right is better)",
+    ax.set_xlabel(f"batch-32 throughput / the {REFERENCE} engine's (×)")
+    ax.set_ylabel(f"mAP50-95 Δ vs the {REFERENCE} engine (points)")
+    backends = ", ".join(map(str, table.attrs.get("backends") or []))
+    ax.set_title(f"INT8 frontier ({len(table)} {backends} engines; up and right is better)",
                  fontsize=10)  # fmt: skip
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")

@@ -39,7 +39,7 @@ def load_paper(name: str) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
 
     if name not in available():
         raise ValueError(f"no paper config {name!r} in {CONF_DIR / 'paper'} (have: {available()})")

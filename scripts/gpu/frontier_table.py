@@ -27,11 +27,12 @@ from qexp.report.table import comparison_table  # noqa: E402
 
 
 def not_measured(df) -> list[str]:
-    """TensorRT jobs that did not finish; a repeat of a job that did (SKIPPED as equivalent to
+    """Engine jobs (TensorRT's) that did not finish; a repeat of a job that did (SKIPPED as equivalent to
     it, FINISHED then or since) is no loss and is left out."""
     done = set(df.loc[df["status"] == FINISHED, "job_dir"])
     out = []
-    for _, r in df[(df["backend"] == F.ENGINE) & (df["status"] != FINISHED)].iterrows():
+    engines = F.engines_of(df)  # the jobs of the backends that build engines
+    for _, r in engines[engines["status"] != FINISHED].iterrows():
         eq = r.get("equivalent_to")
         if isinstance(eq, Equivalent) and (eq.status == FINISHED or eq.job_dir in done):
             continue

@@ -30,7 +30,7 @@ def compose_h(tmp_path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
 
     register_configs()
 

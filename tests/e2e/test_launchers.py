@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from qexp.config.store import register_configs
+from qexp.config_store import register_configs
 from qexp.record import FINISHED, find_records, read_record
 from tests.conftest import CHEAP_JOB, CONF
 

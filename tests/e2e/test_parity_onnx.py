@@ -20,7 +20,7 @@ from tests.conftest import ASSETS, CONF
 def run_ort_job(tmp: Path, overrides: list[str]) -> Job:
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.data import load_eval_data
 
     if not ASSETS.exists():

@@ -60,7 +60,7 @@ def test_a_job_that_claimed_a_gpu_still_counts_the_hosts_gpus(monkeypatch):
     CPU threads as if it ran alone (measured on the 4xH100: 64 threads per job, not 16)."""
     from omegaconf import OmegaConf
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
 
     register_configs()
     monkeypatch.delenv("QEXP_GPU_COUNT", raising=False)

@@ -34,7 +34,7 @@ def tiny_runs(tmp_path_factory):
     """The same float job through onnxruntime (twice: the 2nd hits the ONNX cache) and torch."""
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from tests.conftest import ASSETS, CONF
 
     if not ASSETS.exists():

@@ -139,3 +139,22 @@ def test_mse_coarse_to_fine_matches_exhaustive_search(kind):
     chosen = get("mse").act_amax(st, CFG, 8)
     got = _mse(c, n, torch.tensor([chosen], dtype=torch.float32), 8)[0]
     assert got <= exhaustive.min() * 1.01
+
+
+def test_an_observer_option_has_one_default_the_axis_schemas():
+    """An observer's params name the options it reads and the values they take, never their
+    defaults: those are the observer axis schema's (ObserverConfig, or the one it registered)."""
+    import dataclasses
+
+    from qexp.config.schema import ObserverConfig
+    from qexp.plugins import load_plugins
+
+    load_plugins()
+    for entry in OBSERVERS:
+        params = dataclasses.fields(entry.obj.params)
+        axis = {f.name: f for f in dataclasses.fields(entry.schema or ObserverConfig)}
+        for f in params:
+            assert f.default is dataclasses.MISSING, f"{entry.name}: params.{f.name}"
+            assert axis[f.name].default is not dataclasses.MISSING, f"{entry.name}: {f.name}"
+    built = get("entropy").params_of(OmegaConf.create({"quant_bins": 64}))  # bins from the axis
+    assert (built.quant_bins, built.bins) == (64, ObserverConfig.bins)

@@ -27,7 +27,7 @@ IMGSZ = 96
 def qdq(tmp_path_factory):
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.data import load_eval_data
     from tests.conftest import CONF
 

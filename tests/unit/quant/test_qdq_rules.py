@@ -33,7 +33,7 @@ def built(tmp_path_factory):
     """(model, rules) -> (deploy, exported ONNX path, detector, data), built once each."""
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.data import load_eval_data
     from tests.conftest import CONF
 

@@ -72,7 +72,7 @@ def test_without_an_fp16_engine_the_frontier_is_skipped_with_why(real):
     rep = build(real[real["quantizer"] != "fp16"], "tensorrt_yolov8n")
     assert rep.frontier is None and F.PNG not in [p.name for p in rep.plots]
     (note,) = [n for n in rep.notes if "frontier" in n]
-    assert note.startswith("INT8 frontier not drawn: no FINISHED TensorRT fp16 engine")
+    assert note.startswith("INT8 frontier not drawn: no FINISHED fp16 engine of backend=tensorrt")
     assert "4 INT8 engine(s)" in note and "\n" not in note
     assert note in rep.html()
 
@@ -90,6 +90,7 @@ def _engine(recipe: str | None, quantizer: str, ips: float, map_: float, **kw) -
             "throughput_ips_b32": ips,
             "latency_ms_p50": 1000 / ips,
             "layers_int8": 0.0 if quantizer == "fp16" else 90.0,
+            "engine_bytes": 4e6,  # what a backend that builds engines logs
         },
         "overrides": [f"recipe={recipe}"] if recipe else [],
         **kw,
@@ -196,3 +197,36 @@ def test_fp16_engines_are_not_split_by_what_fp16_does_not_read(tmp_path):
     front = F.frontier(df, ["quantizer", "observer"])
     assert front is not None and front.attrs["group"] == []
     assert list(front["ratio_b32"]) == pytest.approx([1.25, 1.5, 1.625, 1.0])
+
+
+def test_any_backend_that_builds_engines_is_read_against_its_own_fp16_engine(tmp_path):
+    """Engines are the rows whose backend logged an engine (engine_bytes), whatever its name;
+    each backend's INT8 engines are read against its own fp16 engine. A backend that builds no
+    engine (onnxruntime here, even at batch 32) is in no frontier."""
+    other = {"choices": {"backend": "openvino"}}
+    ort = {"choices": {"backend": "onnxruntime"}}
+    jobs = [
+        _engine(None, "fp16", 10000, 0.40),
+        _engine(None, "ptq", 13000, 0.39),
+        _engine(None, "fp16", 2000, 0.40, **other),
+        _engine(None, "ptq", 3000, 0.395, **other),
+        _engine(None, "fp16", 500, 0.40, **ort),
+        _engine(None, "ptq", 900, 0.39, **ort),
+    ]
+    for job in jobs[4:]:
+        del job["metrics"]["engine_bytes"]
+    df = from_records(write_sweep(tmp_path, jobs))
+    front = F.frontier(df, comparison_table(df).attrs["rows"])
+    assert front is not None and front.attrs["group"] == ["backend"]
+    assert front.attrs["backends"] == ["tensorrt", "openvino"]
+    by = front.set_index("label")
+    assert by.loc["ptq tensorrt", "ratio_b32"] == pytest.approx(1.3)
+    assert by.loc["ptq openvino", "ratio_b32"] == pytest.approx(1.5)
+    assert by.loc["ptq openvino", "delta_pt"] == pytest.approx(-0.5)
+    assert not [lb for lb in by.index if "onnxruntime" in lb]
+    assert "Each tensorrt, openvino engine read against the fp16 engine of its backend" in (
+        F.to_markdown(front)
+    )
+    # without its fp16 engine, a backend's engines are left out, and the note says whose
+    front = F.frontier(df.drop(index=2), comparison_table(df).attrs["rows"])
+    assert front.attrs["notes"] == ["backend=openvino: no fp16 engine, its 1 engine(s) left out"]

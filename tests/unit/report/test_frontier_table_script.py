@@ -53,4 +53,5 @@ def test_no_fp16_engine_says_why(tmp_path):
         [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 1 and p.stdout == ""
-    assert "no FINISHED TensorRT fp16 engine" in p.stderr and "2 INT8 engine(s)" in p.stderr
+    assert "no FINISHED fp16 engine of backend=tensorrt" in p.stderr
+    assert "2 INT8 engine(s)" in p.stderr

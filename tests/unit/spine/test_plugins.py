@@ -4,15 +4,17 @@ their own, and a job runs with each on ONNX Runtime."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from qexp.config.store import register_configs
 from qexp.config.validate import ConfigError, validate
+from qexp.config_store import register_configs
 from qexp.record import FINISHED, find_records, read_record
 from qexp.registry import OBSERVERS, QUANTIZERS
 from qexp.runner import JobSpec, combination_reason, run_job
@@ -90,3 +92,7 @@ def test_a_toy_observer_sets_the_ranges_of_a_ptq_job(toy, tmp_path):
     assert got.keys() == full.keys() and len(got) == 63
     assert all(got[n] == pytest.approx(full[n] / 2, rel=1e-5, abs=1e-6) for n in full)
     assert 0 <= half.metrics["map50_95"] <= 1
+    # the minmax job's axis has no `fraction`: its plot's toy clip takes toy's schema default
+    doc = json.loads((Path(minmax.job_dir) / minmax.artifacts["calibration"]).read_text())
+    clips = next(iter(doc["tensors"].values()))["clips"]
+    assert clips["toy"] == pytest.approx(0.5 * clips["minmax"])

@@ -80,3 +80,16 @@ def test_calibrator_names_agree():
     """The calibrator axis (config/schema.py), the protocol's names and TensorRT's classes."""
     schema = {c.value for c in TrtCalibrator if c != TrtCalibrator.none}
     assert schema == set(protocol.CALIBRATORS) == set(protocol.CALIBRATOR_CLASSES)
+
+
+def test_choices_key_as_their_values(tmp_path):
+    """The backend passes the Deployable's Route and Precision members; the key is the same as
+    for their strings (what a request read back from JSON holds)."""
+    from qexp.contracts import Precision, Route
+    from qexp.job import content_hash
+
+    as_str = engine_key(_request(tmp_path), PROBE)
+    as_enum = engine_key(
+        _request(tmp_path, precision=Precision.int8, route=Route.trt_builtin), PROBE
+    )
+    assert content_hash(as_enum) == content_hash(as_str) and as_enum["calib_batch"] == 1

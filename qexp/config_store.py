@@ -1,5 +1,8 @@
 """Fill Hydra's ConfigStore from the schemas and the plugin registry.
 
+It loads the plugins to read their schemas, so it stands beside ``plugins.py`` in the job's
+layer (docs/architecture.md), above the typed configs of ``config/`` that every layer reads.
+
 Each axis has a base schema at ``schema/<axis>/base``; a plugin registered with a ``schema``
 (e.g. ``@QUANTIZERS.register("ptq", schema=PTQConfig)``) adds ``schema/<axis>/<name>``.
 YAML files start with ``defaults: [/schema/<axis>/<name>@_here_, _self_]``.
