@@ -270,7 +270,9 @@ def checked_onnx(job: Job, bcfg: Any, onnx_path: Path, sizes: list[int], probe: 
         exe, env = worker_env(bcfg)
         v = precheck(onnx_path, Checker(exe, env, work, sizes, bcfg.fp16_fallback, log=log.info))
         write_text(cached, json.dumps(v.to_json(), indent=1))
-    job.add_artifact("precheck.json", write_text(work / "precheck.json", cached.read_text()))
+    job.add_artifact(
+        "precheck.json", write_text(job.path("artifacts", "precheck.json"), cached.read_text())
+    )
     job.info["precheck"] = {"accepted": v.accepted, "pairs": v.pairs, "checks": len(v.checks),
                             "seconds": v.seconds, "dropped": v.ignore_patterns(),
                             "patterns": sorted({p.pattern for p in v.culprits})}  # fmt: skip

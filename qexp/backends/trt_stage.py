@@ -36,7 +36,9 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
 
     A static export bakes the batch into Reshape shape constants (YOLO heads: ``view(b, no,
     -1)``). Those whose leading entry is the batch get -1 (when no other entry is -1) or 0
-    (ONNX: copy that dim from the input), which keeps the graph valid at any batch; Resize
+    (ONNX: copy that dim from the input), which keeps the graph valid at any batch; so do those
+    that fold a per-image count into the batch of a batch-led tensor (``view(b * k, ...)``,
+    yolo12's area attention; -1 when no other entry is -1); Resize
     sizes that carry the batch become scales (:func:`_resize_by_scales`).
     """
     import onnx  # here, as in static_batch: importing the backend stays cheap (plugins load it)
@@ -70,16 +72,26 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         shape = _constant(name, inits, consts)
         if shape is None:
             continue  # computed at run time (Shape -> Gather ...): already batch-agnostic
-        if shape.ndim != 1 or shape.size == 0 or int(shape[0]) != b0:
+        if shape.ndim != 1 or shape.size == 0:
             continue
-        allowzero = any(a.name == "allowzero" and a.i for a in n.attribute)
-        new = shape.copy()
-        if -1 not in shape[1:].tolist():
+        lead, rest = int(shape[0]), shape[1:].tolist()
+        data = static.get(n.input[0])
+        if lead == b0:  # view(b, ...): the batch stays the leading dim
+            allowzero = any(a.name == "allowzero" and a.i for a in n.attribute)
+            new = shape.copy()
+            if -1 not in rest:
+                new[0] = -1
+            elif not allowzero:
+                new[0] = 0
+            else:
+                raise ValueError(f"{src}: cannot make Reshape {n.name} batch-agnostic")
+        elif lead > b0 and lead % b0 == 0 and data and data[0] == b0 and -1 not in rest:
+            # view(b * k, ...) of a tensor led by the batch (yolo12's area attention folds its
+            # areas into the batch): the leading dim is k per image, so -1 keeps it k * batch
+            new = shape.copy()
             new[0] = -1
-        elif not allowzero:
-            new[0] = 0
         else:
-            raise ValueError(f"{src}: cannot make Reshape {n.name} batch-agnostic")
+            continue
         tensor = numpy_helper.from_array(new.astype(shape.dtype), f"{name}_dynbatch_{changed}")
         g.initializer.append(tensor)  # a fresh constant: the old one may have other users
         n.input[1] = tensor.name

@@ -46,6 +46,30 @@ def test_dynamic_batch_matches_per_image_runs(tmp_path):
     assert stage.dynamic_batch(dst, tmp_path / "again.onnx").exists()  # already dynamic: a copy
 
 
+class AreaNet(nn.Module):
+    """yolo12's area attention: the areas of an image folded into the batch, view(b * 4, ...),
+    then back. TensorRT refused yolo12n at batch 32 with the batch-1 constant (4, 64, 8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)  # (b, 8, 16, 16)
+        b, c, h, w = y.shape
+        areas = y.flatten(2).transpose(1, 2).reshape(b * 4, h * w // 4, c)
+        mixed = areas.softmax(1) * areas
+        return mixed.reshape(b, h * w, c).transpose(1, 2)
+
+
+def test_dynamic_batch_keeps_areas_folded_into_the_batch(tmp_path):
+    src = export_onnx(AreaNet().eval(), tmp_path / "static.onnx", 32, 1)  # folded, as qexp exports
+    dst = stage.dynamic_batch(src, tmp_path / "dyn.onnx")
+    x = np.random.RandomState(0).rand(3, 3, 32, 32).astype(np.float32)
+    per_image = np.concatenate([_run(src, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(_run(dst, x), per_image, rtol=0, atol=1e-6)
+
+
 class UpsampleNet(nn.Module):
     """Classic YOLOv5's neck: nn.Upsample, which a static export writes as Resize with constant
     sizes (1, C, 2H, 2W), then a Concat with the skip branch."""
