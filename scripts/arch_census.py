@@ -58,7 +58,7 @@ def build(
     import torch
     from hydra import compose, initialize_config_dir
 
-    from qexp.config.store import register_configs
+    from qexp.config_store import register_configs
     from qexp.data import load_eval_data
     from qexp.job import Job
     from qexp.models.architectures import by_name

@@ -82,3 +82,35 @@ def test_architecture_census_and_parity(tmp_path, arch):
 
 def test_the_expected_table_covers_the_matrix():
     assert set(EXPECTED) == {a.name for a in MATRIX}
+
+
+H100 = ROOT / "tests" / "fixtures" / "arch_matrix_h100"
+
+
+def _h100_dropped() -> dict[str, list[str]]:
+    """Per architecture, the layers whose Q/DQ pair TensorRT 8.6.0's optimizer refused on an
+    H100 (the pre-build check of experiment=arch_matrix, built with backend.precheck=drop;
+    placement then had no view_of_shared rule)."""
+    out = {}
+    for p in H100.glob("*/result.json"):
+        r = json.loads(p.read_text())
+        pre = r["info"].get("precheck")
+        if pre:
+            out[r["config"]["model"]["weights"].removesuffix(".yaml")] = sorted(pre["dropped"])
+    return out
+
+
+def test_the_rule_counts_what_the_h100_refused():
+    dropped = _h100_dropped()
+    assert len(dropped) == 7  # every Q/DQ graph of the matrix but yolo12n's (not built then)
+    for arch, layers in dropped.items():
+        assert len(layers) == EXPECTED[arch][2], arch
+    assert dropped["yolo11n"] == ["model.10.m.0.attn.pe.conv"]
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+@pytest.mark.parametrize("arch", ["yolov10n", "yolo26n"])
+def test_the_rule_names_the_layers_the_h100_refused(tmp_path, arch):
+    row = _script().build(arch, tmp_path, IMGSZ)
+    assert sorted(f["layer"] for f in row["float_layers"]) == _h100_dropped()[arch]
