@@ -8,7 +8,7 @@
 # records they stay inside one device call's 8 files / 64 MiB. ONNX files and raw outputs stay
 # behind; the raw build logs come too when COLLECT_BUILD_LOGS=1 (a few MB each). At home:
 #   bash scripts/gpu/home.sh <files_at>    # records -> outputs/gpu + qexp ingest; engines and
-#                                          # records -> .gpu-stage/carry for the next lease
+#                                          # records -> the carry dir for the next lease
 set -euo pipefail
 out=${QEXP_OUT:-$HOME/qexp-out}
 S=${STAGE:-$HOME/stage}

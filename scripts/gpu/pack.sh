@@ -52,10 +52,11 @@ tar -C "$assets" -cf "$work/bundle/assets.tar" coco_val coco128 weights/yolov8n-
 
 # what earlier leases brought home (scripts/gpu/home.sh): engines and records, so that this lease
 # rebuilds no engine it already has and a sweep resumes where it stopped
+carry=${QEXP_STAGE_CACHE:-$HOME/.cache/qexp-gpu-stage}/carry
 rm -f "$work/bundle/carry.tar"
-if [ -d "$stage/carry" ] && [ -n "$(ls -A "$stage/carry")" ]; then
-  tar -C "$stage/carry" -cf "$work/bundle/carry.tar" .
-  echo "carrying $(find "$stage/carry" -name engine.plan | wc -l) engines, $(find "$stage/carry" -name result.json | wc -l) records"
+if [ "${CARRY:-1}" = 1 ] && [ -d "$carry" ] && [ -n "$(ls -A "$carry")" ]; then
+  tar -C "$carry" -cf "$work/bundle/carry.tar" .
+  echo "carrying $(find "$carry" -name engine.plan | wc -l) engines, $(find "$carry" -name result.json | wc -l) records (CARRY=0: none)"
 fi
 
 tar -C "$work" -cf - bundle trt.tar.zst | split -b "${part_mib}M" -d -a 2 - "$stage/part."
