@@ -27,6 +27,10 @@ def records(root: Path, experiment: str = "arch_matrix") -> list[dict[str, Any]]
     return list(latest.values())
 
 
+def _int(v: Any) -> str:
+    return "" if v is None else str(int(v))
+
+
 def arch(r: dict[str, Any]) -> str:
     return Path(str(r["config"]["model"]["weights"])).stem
 
@@ -61,8 +65,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{pre['seconds']:.0f}" if pre.get("seconds") is not None else "",
             f"{qm['build_s']:.0f}" if "build_s" in qm else "",
             f"{fm['build_s']:.0f}" if "build_s" in fm else "",
-            f"{qm.get('reformat_layers', '')} / {fm.get('reformat_layers', '')}",
-            qm.get("layers_fp16", ""), qm.get("layers_int8", ""),
+            f"{_int(qm.get('reformat_layers'))} / {_int(fm.get('reformat_layers'))}",
+            _int(qm.get("layers_fp16")), _int(qm.get("layers_int8")),
             f"{fm['throughput_ips_b32']:.0f}" if "throughput_ips_b32" in fm else "",
             f"{qm['throughput_ips_b32']:.0f}" if "throughput_ips_b32" in qm else "",
             f"{ratio:.2f}" if ratio else "",
