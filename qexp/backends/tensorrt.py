@@ -96,6 +96,8 @@ class TensorRTBackendConfig(BackendConfig):
     log_level: TrtLogLevel = TrtLogLevel.warning
     # Q/DQ graphs: TensorRT's optimizer is asked first (seconds, qexp/backends/trt_precheck.py)
     precheck: PrecheckMode = added(PrecheckMode.fail)
+    # trt.PreviewFeature names, e.g. [PROFILE_SHARING_0806] (docs/tensorrt.md)
+    preview_features: list[str] | None = added(None)
 
     def rules(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:

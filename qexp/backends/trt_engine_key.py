@@ -25,6 +25,8 @@ def engine_key(req: protocol.Request, probe: dict[str, Any]) -> dict[str, Any]:
         if f.name in protocol.NOT_IN_ENGINE:
             continue
         value = getattr(req, f.name)
+        if f.name in protocol.ADDED and value == f.default:
+            continue
         if protocol.ROUTE_ONLY.get(f.name, req.route) != req.route:
             value = None
         elif f.name in protocol.FILE_FIELDS and value:

@@ -152,6 +152,7 @@ def build(
         compat.set_tactic_sources(trt, config, req.tactic_sources)
     if req.avg_timing_iterations is not None:
         config.avg_timing_iterations = int(req.avg_timing_iterations)
+    compat.set_preview_features(trt, config, list(req.preview_features or []))
     selector = None
     # fp32 engines keep every fp32 format: the filter is for fp16/int8 builds only
     if req.format_filter and req.precision != "fp32":

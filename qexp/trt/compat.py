@@ -115,6 +115,15 @@ def set_tactic_sources(trt: Any, config: Any, names: list[str]) -> list[str]:
     return have
 
 
+def set_preview_features(trt: Any, config: Any, names: list[str]) -> None:
+    """Enable each ``trt.PreviewFeature`` member named; one this TensorRT lacks is Unsupported."""
+    pf = getattr(trt, "PreviewFeature", None)
+    for n in names:
+        if pf is None or not hasattr(pf, n) or not hasattr(config, "set_preview_feature"):
+            raise Unsupported(f"TensorRT {version(trt)} has no PreviewFeature.{n}")
+        config.set_preview_feature(getattr(pf, n), True)
+
+
 def set_detailed_profiling(trt: Any, config: Any) -> None:
     pv = getattr(trt, "ProfilingVerbosity", None)
     if pv is not None:

@@ -65,6 +65,10 @@ class Request:
     latency_lock: str | None = None  # a file locked host-wide while latency is timed
     profile_iters: int = 20
     log_level: str = "warning"  # TensorRT logger: error | warning | info | verbose
+    # trt.PreviewFeature members to enable (e.g. PROFILE_SHARING_0806: one tactic search shared
+    # by the optimisation profiles); added after engines were cached: at its default it is not
+    # part of the engine key (ADDED)
+    preview_features: list[str] | None = None
 
     def validate(self) -> None:
         def bad(key: str, why: str) -> ProtocolError:
@@ -114,6 +118,9 @@ NOT_IN_ENGINE = frozenset({"engine", "out_dir", "calib_cache", "timing_cache", "
 # Fields the build reads on one route only (on the others they are keyed as None, so that
 # backend.calib_batch, say, does not rebuild the fp16 engine).
 ROUTE_ONLY = {"calibrator": "trt_builtin", "calib_dir": "trt_builtin", "calib_batch": "trt_builtin"}
+# Fields added after engines were cached: keyed only when they differ from their default, so
+# the engines built before keep their key.
+ADDED = frozenset({"preview_features"})
 # Fields that name a file the build reads: keyed by its content, not its path.
 FILE_FIELDS = ("onnx", "dynamic_range")
 

@@ -32,14 +32,16 @@ def _request(tmp_path, **over) -> protocol.Request:
 
 def test_the_key_covers_exactly_what_the_old_tuple_did(tmp_path):
     assert set(engine_key(_request(tmp_path), PROBE)) == set(OLD_TUPLE)
-    # nothing is newly keyed today: every other field is declared outside the engine
-    assert set(OLD_TUPLE) - set(PROBED) == FIELDS - protocol.NOT_IN_ENGINE
+    # nothing is newly keyed today: every other field is declared outside the engine, or was
+    # added since and is keyed only away from its default (engines cached before keep their key)
+    assert set(OLD_TUPLE) - set(PROBED) == FIELDS - protocol.NOT_IN_ENGINE - protocol.ADDED
 
 
 def test_the_declarations_name_request_fields():
     assert protocol.NOT_IN_ENGINE <= FIELDS
     assert set(protocol.ROUTE_ONLY) <= FIELDS - protocol.NOT_IN_ENGINE
     assert set(protocol.FILE_FIELDS) <= FIELDS - protocol.NOT_IN_ENGINE
+    assert protocol.ADDED <= FIELDS - protocol.NOT_IN_ENGINE
     assert set(protocol.ROUTE_ONLY.values()) <= {"qdq", "dynamic_range", "trt_builtin"}
 
 
@@ -51,7 +53,8 @@ OTHER = {"engine": "/e.plan", "out_dir": "/elsewhere", "precision": "fp16", "rou
          "calib_batch": 8, "build_profile": True, "fp16_fallback": False, "tf32": True,
          "batch_sizes": [1], "reuse_engine": False, "eval_input": "/x.npy", "eval_batch": 32,
          "eval_all_batches": False, "warmup": 1, "iters": 2, "cuda_graph": False,
-         "latency_lock": "/l.lock", "profile_iters": 0, "log_level": "verbose"}  # fmt: skip
+         "latency_lock": "/l.lock", "profile_iters": 0, "log_level": "verbose",
+         "preview_features": ["PROFILE_SHARING_0806"]}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS - {"onnx"}))
