@@ -12,7 +12,8 @@ records ingested from another machine (whose ``job_dir`` is a path over there) k
 
 A job a sweep resumed keeps the start time of its measurement, so the sweeps are ordered by
 when they ran (``sweep_started``: the sweep's parent run in MLflow; on disk, its first job,
-a resumed one counted when its record was written), not by their jobs' start times.
+a resumed one counted when its record was written), not by their jobs' start times. In MLflow
+such a job is one run filed under every sweep that has it: one row per sweep, as on disk.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ BOOKKEEPING = (
     "experiment",
     "sweep_id",
     "job_dir",
+    "resumed_from",
     "started_at",
     "sweep_started",
     "run_name",
@@ -85,6 +87,7 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
                 "experiment": r.experiment,
                 "sweep_id": r.sweep_id,
                 "job_dir": r.job_dir or str(p.parent),
+                "resumed_from": r.resumed_from,
                 "started_at": r.started_at,
                 "sweep_started": seen,
                 "run_name": run_name(r),
@@ -139,13 +142,12 @@ def from_mlflow(
             [exp.experiment_id], filter_string="tags.`qexp.kind` = 'sweep'", max_results=10000
         )
     }
-    from qexp.tracking.mlflow_sink import TAG_EQUIVALENT, TAG_REASON
+    from qexp.tracking.mlflow_sink import TAG_EQUIVALENT, TAG_REASON, sweeps_of
 
     rows = []
     for run in runs:
         t, params = run.data.tags, run.data.params
         started = pd.Timestamp(run.info.start_time, unit="ms", tz="UTC")
-        sweep_start = sweeps.get(t.get("qexp.sweep_id"))
         reason = t.get(TAG_REASON) or first_line(t.get("qexp.error"))
         row = {
             **{a: params.get(a) for a in AXES},
@@ -157,12 +159,11 @@ def from_mlflow(
             "config_hash": t.get("qexp.config_hash"),
             "record_id": t.get("qexp.record_id"),
             "experiment": experiment,
-            "sweep_id": t.get("qexp.sweep_id"),
+            "sweep_id": None,  # below: one row per sweep the job is in
             "job_dir": t.get("qexp.job_dir"),
+            "resumed_from": t.get("qexp.resumed_from"),
             "started_at": started.isoformat(),
-            "sweep_started": (
-                pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
-            ).isoformat(),
+            "sweep_started": None,
             "run_name": run.info.run_name,
             "run_id": run.info.run_id,
             "artifacts": {},
@@ -174,7 +175,11 @@ def from_mlflow(
         rec = _record_of(row)
         row["artifacts"] = dict(rec.get("artifacts") or {})
         row[RECIPE] = recipe_of(rec.get("overrides") or [])
-        rows.append(row)
+        in_sweeps: list[str | None] = [*sweeps_of(t)] or [None]
+        for sweep_id in in_sweeps:  # a row in each sweep that has the job
+            sweep_start = sweeps.get(sweep_id)
+            when = pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
+            rows.append({**row, "sweep_id": sweep_id, "sweep_started": when.isoformat()})
     return _select(pd.DataFrame(rows), sweep, latest_sweep)
 
 
@@ -244,17 +249,20 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 def artifact_path(row: pd.Series, name: str) -> Path | None:
     """A job's file on this machine: a record artifact by name (``layers``), else a file of
     the job dir by its name (``layers.json``, ``result.json``, ``config.yaml``). Looked up in
-    the job dir, then beside the record that was read (or in the MLflow run's local artifact
-    dir: ``qexp ingest`` copies them there), then downloaded from the run's artifact store."""
+    the job dir (a resumed job's: the one it was measured in), then beside the record that was
+    read (or in the MLflow run's local artifact dir: ``qexp ingest`` copies them there), then
+    downloaded from the run's artifact store."""
     arts = row.get("artifacts") or {}
     rel = arts.get(name) if isinstance(arts, dict) else None
     wanted = []
     if rel and Path(rel).is_absolute():
-        wanted += [rel, f"artifacts/{Path(rel).name}"]  # the sink logs those under artifacts/
+        # the sink logs those at the root of the run (earlier qexp versions: under artifacts/)
+        wanted += [rel, Path(rel).name, f"artifacts/{Path(rel).name}"]
     elif rel:
         wanted += [rel, Path(rel).name]  # a job dir, or its files copied flat
     wanted.append(name)
-    bases = [Path(str(row[k])) for k in ("job_dir", "record_dir") if _has(row, k)]
+    # a resumed job's files are in the job dir that measured it
+    bases = [Path(str(row[k])) for k in ("job_dir", "resumed_from", "record_dir") if _has(row, k)]
     for base in bases:
         for w in wanted:
             c = Path(w) if Path(w).is_absolute() else base / w

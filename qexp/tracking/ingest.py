@@ -24,7 +24,8 @@ def ingest(
     dirs: Iterable[Path], uri: str | None = None, experiment: str | None = None
 ) -> IngestCount:
     """Log every result.json under ``dirs``; records already in MLflow (in the same experiment
-    and sweep) are left alone. A job a sweep resumed is logged into that sweep too."""
+    and sweep) are left alone. A job a sweep resumed is filed under that sweep too (its one
+    run: :mod:`qexp.tracking.mlflow_sink`)."""
     sink = MlflowSink(uri or default_uri())
     count = IngestCount()
     for d in dirs:
