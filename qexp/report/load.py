@@ -14,6 +14,9 @@ A job a sweep resumed keeps the start time of its measurement, so the sweeps are
 when they ran (``sweep_started``: the sweep's parent run in MLflow; on disk, its first job,
 a resumed one counted when its record was written), not by their jobs' start times. In MLflow
 such a job is one run filed under every sweep that has it: one row per sweep, as on disk.
+
+A record that cannot be read is left out with a warning (as ``qexp ingest`` does); the frame's
+``attrs["unreadable"]`` lists them, for the report to say so.
 """
 
 from __future__ import annotations
@@ -67,9 +70,14 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
     """One row per result.json under ``root`` (axis choices, status, metrics)."""
     from qexp.tracking.mlflow_sink import flat_params, run_name
 
-    rows = []
+    rows, unreadable = [], []
     for p in find_records(root):
-        r = read_record(p)
+        try:
+            r = read_record(p)
+        except ValueError as e:
+            log.warning("%s; left out of the report", e)
+            unreadable.append(str(e))
+            continue
         seen = r.started_at
         if r.resumed_from or not seen:  # when this sweep took it: when the record was written
             seen = pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC").isoformat()
@@ -104,7 +112,9 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
         df["sweep_started"] = df.groupby(group)["sweep_started"].transform(
             lambda s: min(s, key=_when)
         )
-    return _select(df, sweep, latest_sweep)
+    out = _select(df, sweep, latest_sweep)
+    out.attrs["unreadable"] = unreadable
+    return out
 
 
 def _when(iso: str) -> pd.Timestamp:
@@ -118,10 +128,20 @@ def from_mlflow(
     """Job runs of an MLflow experiment (optionally one sweep: its id, or the latest)."""
     from mlflow.tracking import MlflowClient
 
+    from qexp.tracking.mlflow_view import DEFAULT_EXPERIMENT_ID
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        # a read: never create the store (MLflow would make an empty mlflow.db here)
+        raise ValueError(
+            f"no MLflow store at {uri[len('sqlite:///') :]} (run a job from this directory "
+            "first, or give --uri, or --records DIR)"
+        )
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
+    if exp is None or exp.lifecycle_stage != "active":
+        names = [
+            e.name for e in client.search_experiments() if e.experiment_id != DEFAULT_EXPERIMENT_ID
+        ]
         raise ValueError(f"no MLflow experiment {experiment!r} at {uri} (have: {names})")
     runs: list = []
     page = None
