@@ -16,19 +16,19 @@ demo:  ## the default job: yolov8n fp32 on the shared coco_val subset, ONNX Runt
 	$(BIN)/qexp
 	$(BIN)/qexp report --experiment default
 
-test:  ## fast + e2e tests (CPU); slow and GPU tests deselected
-	$(BIN)/python -m pytest -q --durations=20
+test:  ## fast + e2e tests (CPU); slow and GPU tests deselected; -rs: which skipped, and why
+	$(BIN)/python -m pytest -q -rs --durations=20
 
 test-all:  ## everything, slow tests included (GPU tests skip themselves without a GPU)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -rs -m "slow or not slow"
 
 lint:
 	$(BIN)/ruff check qexp tests scripts
 	$(BIN)/ruff format --check qexp tests scripts
 	$(BIN)/mypy qexp
 
-ui:  ## MLflow UI on 127.0.0.1:5000 over outputs/mlflow.db; Ctrl-C stops it and its workers
-	$(BIN)/python -m qexp.ui --port $${PORT:-5000}
+ui:  ## MLflow UI on 127.0.0.1:5000 over the repository's outputs/ (elsewhere: `qexp ui` there)
+	$(BIN)/qexp ui --port $${PORT:-5000} --output-dir $${QEXP_OUTPUT_DIR:-outputs}
 
 server:  ## mlflow server on 127.0.0.1 (sqlite) for parallel sweeps: tracking=mlflow_server
 	$(BIN)/qexp server start

@@ -1,7 +1,11 @@
-"""`qexp [overrides]` runs a job (`-m` a sweep); `qexp report|ingest|server ...` are subcommands.
+"""`qexp [overrides]` runs a job (`-m` a sweep); `qexp report|ingest|server|ui ...` are
+subcommands.
 
-Exit codes: 0 when every job FINISHED or was SKIPPED; 1 when a job FAILED; 2 for a command
-line or config file refused before anything ran; 130 after Ctrl-C.
+Exit codes (the README's table): 0 when every job FINISHED or was SKIPPED (an all-SKIPPED
+sweep too: nothing failed); 1 when a job FAILED (for `qexp ingest`: a record could not be
+read, or none was found); 2 for a command line or config file refused before anything ran
+(an unknown key or choice, a value of the wrong type or out of bounds, an output dir that
+cannot be written, a directory that does not exist); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from pathlib import Path
 
 from qexp import offline, summary
-from qexp.preflight import CONF_DIR, UsageError, plan
+from qexp.preflight import CONF_DIR, UsageError, compose_check, plan
 
 log = logging.getLogger("qexp")
 _failed_jobs: list[str] = []
@@ -54,6 +58,7 @@ def _run_hydra(argv: list[str]) -> int:
     summary.LAST = None
     log.info("composing the config (loading qexp's plugins: torch, ultralytics, ONNX)")
     register_configs()
+    compose_check(p)  # what Hydra would refuse, refused here in one line (exit 2)
     sys.argv = [sys.argv[0], *p.argv]  # Hydra reads its command line from sys.argv
     main = hydra.main(version_base="1.3", config_path=str(p.config_path), config_name="config")(
         _task
@@ -66,8 +71,6 @@ def _run_hydra(argv: list[str]) -> int:
 
 
 def _ingest(argv: list[str]) -> int:
-    from qexp.tracking.ingest import ingest
-
     p = argparse.ArgumentParser(
         prog="qexp ingest", description="Log result records under DIR to MLflow (idempotent)."
     )
@@ -75,9 +78,18 @@ def _ingest(argv: list[str]) -> int:
     p.add_argument("--uri", help="tracking URI (default: sqlite:///outputs/mlflow.db)")
     p.add_argument("--experiment", help="log into this experiment instead of the record's own")
     a = p.parse_args(argv)
+    missing = [str(d) for d in a.dirs if not d.exists()]
+    if missing:  # refused before anything is logged
+        raise UsageError(f"ingest: no such directory: {', '.join(missing)}")
+    from qexp.tracking.ingest import ingest
+
     n = ingest(a.dirs, uri=a.uri, experiment=a.experiment)
-    print(f"ingested {n.logged} new, {n.present} already present, {n.skipped} not loggable")
-    return 0 if n.logged + n.present + n.skipped else 1  # no record at all: a wrong DIR
+    line = f"ingested {n.logged} new, {n.present} already present, {n.skipped} not loggable"
+    if n.unreadable:
+        line += f", {n.unreadable} unreadable (not logged: see the warnings above)"
+    print(line)
+    # 1: a record could not be read, or there was none at all (a wrong DIR)
+    return 1 if n.unreadable or not (n.logged + n.present + n.skipped) else 0
 
 
 def _report(argv: list[str]) -> int:
@@ -92,7 +104,13 @@ def _server(argv: list[str]) -> int:
     return server_main(argv)
 
 
-SUBCOMMANDS = {"ingest": _ingest, "report": _report, "server": _server}
+def _ui(argv: list[str]) -> int:
+    from qexp.tracking.ui import main as ui_main
+
+    return ui_main(argv)
+
+
+SUBCOMMANDS = {"ingest": _ingest, "report": _report, "server": _server, "ui": _ui}
 
 
 def _help(argv: list[str]) -> int:

@@ -39,7 +39,8 @@ COMMANDS = """\
   qexp report [OPTIONS]            a sweep's comparison table (md/csv/html/json)
   qexp ingest DIR ...              log result records to MLflow (idempotent)
   qexp server start|stop|status    an mlflow server for parallel sweeps
-  qexp help [report|ingest|server] this page, or a command's own options"""
+  qexp ui [--output-dir DIR]       the MLflow UI over ./outputs (where this directory's runs are)
+  qexp help [report|ingest|...]    this page, or a command's own options"""
 
 EXAMPLES = """\
   qexp model=yolov5n quantizer=ptq observer=entropy

@@ -130,3 +130,124 @@ def plan(argv: list[str]) -> Plan:
     check_yaml(p.dirs)
     check_overrides(list(args.overrides), p.dirs)
     return p
+
+
+def _one_line(e: BaseException | None) -> str:
+    """Hydra's / OmegaConf's error and its causes in one line: each one's first line (a
+    cause's that repeats it, or is OmegaConf's template, left out), without the search path."""
+    parts: list[str] = []
+    while e is not None and len(parts) < 3:
+        text = str(e).split("Config search path:")[0].strip()
+        first = text.splitlines()[0].rstrip(":").strip() if text else ""
+        if first and "$VALUE" not in first and not any(first in x for x in parts):
+            parts.append(first)
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts)
+
+
+def _values(o, loader) -> list[str]:
+    """The override strings a (possibly swept) override stands for; each choice of a config
+    group checked against the group's options (one line with a suggestion, not Hydra's 15)."""
+    values = None
+    if o.is_discrete_sweep():
+        o.config_loader = loader  # a glob() lists the group's options
+        values = list(o.sweep_string_iterator())
+    options = [] if o.is_delete() else loader.get_group_options(o.key_or_group)
+    for v in values if values is not None else [o.get_value_element_as_str()]:
+        if options and v not in options and v != "null":
+            close = difflib.get_close_matches(v, options, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(
+                f"unknown choice {v!r} for {o.key_or_group} in {o.input_line!r}{hint} "
+                f"(choices: {', '.join(options)})"
+            )
+    return [o.input_line] if values is None else [f"{o.get_key_element()}={v}" for v in values]
+
+
+def compose_check(p: Plan) -> None:
+    """Compose the config as Hydra will, so that what Hydra would refuse (an unknown choice,
+    a value of the wrong type, a misspelt key in a YAML of ``--config-dir``) is refused here,
+    in one line, before anything runs; for a sweep, every listed value is composed (value by
+    value, not their product). Then the output dir must be writable. Raises UsageError."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from qexp.config.validate import ConfigError, validate
+
+    args = get_args_parser().parse_args(p.argv)
+    refused = (HydraException, OmegaConfBaseException, ValueError, KeyError)
+    name = args.config_name or "config"
+    primary = Path(args.config_path).resolve() if args.config_path else p.config_path
+    # the search path hydra.main builds: the primary dir, then --config-dir before the schemas
+    search = create_config_search_path(f"file://{primary}")
+    if args.config_dir:
+        where = f"file://{Path(args.config_dir).resolve()}"
+        search.prepend("command-line", where, anchor=SearchPathQuery(provider="schema"))
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides=list(args.overrides))
+        hydra = Hydra.create_main_hydra2(task_name="qexp", config_search_path=search)
+        loader = hydra.config_loader
+        columns = [_values(o, loader) for o in parsed]
+        multirun = bool(args.multirun) or hydra.get_mode(name, list(args.overrides)) == (
+            RunMode.MULTIRUN
+        )
+        swept = [c[0].split("=", 1)[0] for c in columns if len(c) > 1]
+        if swept and not multirun:
+            raise UsageError(
+                f"{', '.join(swept)}: several values listed; add -m to sweep them "
+                "(a list value is written key=[a,b])"
+            )
+        cfg = None
+        for i in range(max((len(c) for c in columns), default=1)):
+            overrides = [c[min(i, len(c) - 1)] for c in columns]
+            composed = hydra.compose_config(
+                name,
+                overrides,
+                run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
+                with_log_configuration=False,
+            )
+            cfg = cfg or composed
+            job = OmegaConf.masked_copy(composed, [str(k) for k in composed if k != "hydra"])
+            validate(job)  # every job's check (bounds, +key= misspelt): here, for this one
+    except ConfigError as e:
+        raise UsageError(f"bad config: {e}") from None
+    except refused as e:
+        raise UsageError(_one_line(e)) from None
+    finally:
+        GlobalHydra.instance().clear()  # hydra.main sets up its own
+    if not (args.cfg or args.info or args.shell_completion):  # those only print
+        check_output_dir(cfg, multirun)
+
+
+def check_output_dir(cfg, multirun: bool) -> None:
+    """Refuse an output dir qexp cannot write (``paths.output_dir``, and Hydra's run or sweep
+    dir when it lies elsewhere), naming it, instead of a traceback from inside Hydra."""
+    import os
+    import tempfile
+
+    out = Path(str(cfg.paths.output_dir))
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # the job would make it too
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"paths.output_dir={cfg.paths.output_dir}: cannot write there: {e.strerror or e}"
+            + (f" ({e.filename})" if e.filename and str(e.filename) != str(out) else "")
+        ) from None
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    where = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)).resolve()
+    if where.is_relative_to(out.resolve()):
+        return
+    up = where
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    if not up.is_dir() or not os.access(up, os.W_OK | os.X_OK):
+        raise UsageError(f"{key}={where}: cannot write there ({up} is not a writable directory)")

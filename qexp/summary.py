@@ -35,9 +35,24 @@ def headline(metrics: dict[str, float]) -> str:
     )
 
 
-def _why(rec: Record) -> str:
-    text = rec.reason or rec.error or ""
-    return text.strip().splitlines()[0] if text.strip() else ""
+def _why(rec: Record, sweep_dir: Path) -> str:
+    """Why a job did not finish, whole (a terminal wraps a long line; a cut drops the cause).
+    A repeat says its cause first, from the record's fields: which axes its quantizer does not
+    read, then the job it repeats (one of this sweep by its number)."""
+    eq = rec.equivalent_to
+    if rec.status == SKIPPED and eq is not None:
+        twin = Path(eq.job_dir)
+        here = twin.parent == Path(sweep_dir).resolve()
+        where = f"job {twin.name} of this sweep" if here else str(twin)
+        if eq.status == FINISHED and eq.unread:
+            quantizer = rec.choices.get("quantizer")
+            return (
+                f"quantizer={quantizer} does not use {', '.join(eq.unread)}: "
+                f"the same job as {where} (FINISHED)"
+            )
+        return f"the same job (config hash) as {where}, {eq.status} when this one was decided"
+    text = (rec.reason or rec.error or "").strip()
+    return text.splitlines()[0] if text else ""
 
 
 @dataclass
@@ -74,15 +89,16 @@ class SweepSummary:
     def render(self) -> str:
         lines = [f"sweep done: {self.count_line()}  ({self.sweep_dir})"]
         labels = self.labels()
-        width = min(max((len(x) for x in labels), default=0), 60)
+        width = min(max((len(x) for x in labels), default=0), 60)  # a longer one pushes right
         for rec, label in list(zip(self.records, labels, strict=True))[:MAX_ROWS]:
-            label = label if len(label) <= width else label[: width - 1] + "…"
-            detail = headline(rec.metrics) if rec.status == FINISHED else _why(rec)
+            detail = headline(rec.metrics) if rec.status == FINISHED else _why(rec, self.sweep_dir)
             if rec.resumed_from:
                 detail += " (reused)"
-            lines.append(f"  {rec.status:<8}  {label:<{width}}  {detail}"[:160])
+            lines.append(f"  {rec.status:<8}  {label:<{width}}  {detail}".rstrip())
         if len(self.records) > MAX_ROWS:
             lines.append(f"  ... and {len(self.records) - MAX_ROWS} more")
+        if self.records and all(r.status == SKIPPED for r in self.records):
+            lines.append("nothing was measured: every job was SKIPPED (as designed; exit code 0)")
         lines.append(f"table: qexp report --records {self.sweep_dir}")
         return "\n".join(lines)
 

@@ -1,5 +1,5 @@
-"""`python -m qexp.ui --port N` (`make ui`): the MLflow UI over outputs/mlflow.db; the entry
-point kept at this short path for scripts and the Makefile. The code is :mod:`qexp.tracking.ui`."""
+"""`python -m qexp.ui --port N`, the same as `qexp ui`: the MLflow UI over ./outputs/mlflow.db;
+the entry point kept at this short path for scripts. The code is :mod:`qexp.tracking.ui`."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ config key that varies among them; FAILED and SKIPPED jobs are counted under the
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from pathlib import Path
 
@@ -95,9 +96,11 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"qexp report: {e}", file=sys.stderr)
         return 2
+    unreadable = list(df.attrs.get("unreadable") or [])  # each also named in a warning
+    left_out = f"left out {len(unreadable)} unreadable record(s)"
     if df.empty:
         where = a.records or f"experiment {a.experiment!r}"
-        print(f"no runs found for {where}", file=sys.stderr)
+        print(f"no runs found for {where}" + (f"; {left_out}" * bool(unreadable)), file=sys.stderr)
         return 1
     experiment = a.experiment if not a.records else str(df["experiment"].iloc[-1])
     try:
@@ -112,21 +115,23 @@ def main(argv: list[str]) -> int:
         )
         if a.format == "html" or a.log_parent:
             rep = build(df, experiment, opts)
+            if unreadable:
+                rep.notes.append(html.escape(f"{left_out}: {'; '.join(unreadable)}"))
             text = rep.html()
         else:
             rep = None
             text = _text_report(df, experiment, opts, a.format, not a.no_best)
+            if unreadable and a.format == "md":
+                text += f"\n- {left_out}: {'; '.join(unreadable)}"
     except (TableError, ValueError) as e:
         print(f"qexp report: {e}", file=sys.stderr)
         return 2
-    if a.out:
-        if rep is not None and a.format == "html":
-            written = rep.write(a.out)
-            print(f"wrote {a.out} (+{len(written) - 1} PNG)")
-        else:
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(text)
-            print(f"wrote {a.out}")
+    if unreadable:
+        print(f"qexp report: {left_out} (named above); the table is of the others", file=sys.stderr)
+    if a.out:  # one file: the HTML page holds its plots (no PNGs beside it)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+        print(f"wrote {a.out}")
     else:
         print(text)
     if a.log_parent and rep is not None:

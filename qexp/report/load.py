@@ -12,7 +12,11 @@ records ingested from another machine (whose ``job_dir`` is a path over there) k
 
 A job a sweep resumed keeps the start time of its measurement, so the sweeps are ordered by
 when they ran (``sweep_started``: the sweep's parent run in MLflow; on disk, its first job,
-a resumed one counted when its record was written), not by their jobs' start times.
+a resumed one counted when its record was written), not by their jobs' start times. In MLflow
+such a job is one run filed under every sweep that has it: one row per sweep, as on disk.
+
+A record that cannot be read is left out with a warning (as ``qexp ingest`` does); the frame's
+``attrs["unreadable"]`` lists them, for the report to say so.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ BOOKKEEPING = (
     "experiment",
     "sweep_id",
     "job_dir",
+    "resumed_from",
     "started_at",
     "sweep_started",
     "run_name",
@@ -65,9 +70,14 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
     """One row per result.json under ``root`` (axis choices, status, metrics)."""
     from qexp.tracking.mlflow_sink import flat_params, run_name
 
-    rows = []
+    rows, unreadable = [], []
     for p in find_records(root):
-        r = read_record(p)
+        try:
+            r = read_record(p)
+        except ValueError as e:
+            log.warning("%s; left out of the report", e)
+            unreadable.append(str(e))
+            continue
         seen = r.started_at
         if r.resumed_from or not seen:  # when this sweep took it: when the record was written
             seen = pd.Timestamp(p.stat().st_mtime, unit="s", tz="UTC").isoformat()
@@ -85,6 +95,7 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
                 "experiment": r.experiment,
                 "sweep_id": r.sweep_id,
                 "job_dir": r.job_dir or str(p.parent),
+                "resumed_from": r.resumed_from,
                 "started_at": r.started_at,
                 "sweep_started": seen,
                 "run_name": run_name(r),
@@ -101,7 +112,9 @@ def from_records(root: Path, sweep: str | None = None, latest_sweep: bool = Fals
         df["sweep_started"] = df.groupby(group)["sweep_started"].transform(
             lambda s: min(s, key=_when)
         )
-    return _select(df, sweep, latest_sweep)
+    out = _select(df, sweep, latest_sweep)
+    out.attrs["unreadable"] = unreadable
+    return out
 
 
 def _when(iso: str) -> pd.Timestamp:
@@ -115,10 +128,20 @@ def from_mlflow(
     """Job runs of an MLflow experiment (optionally one sweep: its id, or the latest)."""
     from mlflow.tracking import MlflowClient
 
+    from qexp.tracking.mlflow_view import DEFAULT_EXPERIMENT_ID
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        # a read: never create the store (MLflow would make an empty mlflow.db here)
+        raise ValueError(
+            f"no MLflow store at {uri[len('sqlite:///') :]} (run a job from this directory "
+            "first, or give --uri, or --records DIR)"
+        )
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
+    if exp is None or exp.lifecycle_stage != "active":
+        names = [
+            e.name for e in client.search_experiments() if e.experiment_id != DEFAULT_EXPERIMENT_ID
+        ]
         raise ValueError(f"no MLflow experiment {experiment!r} at {uri} (have: {names})")
     runs: list = []
     page = None
@@ -139,13 +162,12 @@ def from_mlflow(
             [exp.experiment_id], filter_string="tags.`qexp.kind` = 'sweep'", max_results=10000
         )
     }
-    from qexp.tracking.mlflow_sink import TAG_EQUIVALENT, TAG_REASON
+    from qexp.tracking.mlflow_sink import TAG_EQUIVALENT, TAG_REASON, sweeps_of
 
     rows = []
     for run in runs:
         t, params = run.data.tags, run.data.params
         started = pd.Timestamp(run.info.start_time, unit="ms", tz="UTC")
-        sweep_start = sweeps.get(t.get("qexp.sweep_id"))
         reason = t.get(TAG_REASON) or first_line(t.get("qexp.error"))
         row = {
             **{a: params.get(a) for a in AXES},
@@ -157,12 +179,11 @@ def from_mlflow(
             "config_hash": t.get("qexp.config_hash"),
             "record_id": t.get("qexp.record_id"),
             "experiment": experiment,
-            "sweep_id": t.get("qexp.sweep_id"),
+            "sweep_id": None,  # below: one row per sweep the job is in
             "job_dir": t.get("qexp.job_dir"),
+            "resumed_from": t.get("qexp.resumed_from"),
             "started_at": started.isoformat(),
-            "sweep_started": (
-                pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
-            ).isoformat(),
+            "sweep_started": None,
             "run_name": run.info.run_name,
             "run_id": run.info.run_id,
             "artifacts": {},
@@ -174,7 +195,11 @@ def from_mlflow(
         rec = _record_of(row)
         row["artifacts"] = dict(rec.get("artifacts") or {})
         row[RECIPE] = recipe_of(rec.get("overrides") or [])
-        rows.append(row)
+        in_sweeps: list[str | None] = [*sweeps_of(t)] or [None]
+        for sweep_id in in_sweeps:  # a row in each sweep that has the job
+            sweep_start = sweeps.get(sweep_id)
+            when = pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started
+            rows.append({**row, "sweep_id": sweep_id, "sweep_started": when.isoformat()})
     return _select(pd.DataFrame(rows), sweep, latest_sweep)
 
 
@@ -244,17 +269,20 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 def artifact_path(row: pd.Series, name: str) -> Path | None:
     """A job's file on this machine: a record artifact by name (``layers``), else a file of
     the job dir by its name (``layers.json``, ``result.json``, ``config.yaml``). Looked up in
-    the job dir, then beside the record that was read (or in the MLflow run's local artifact
-    dir: ``qexp ingest`` copies them there), then downloaded from the run's artifact store."""
+    the job dir (a resumed job's: the one it was measured in), then beside the record that was
+    read (or in the MLflow run's local artifact dir: ``qexp ingest`` copies them there), then
+    downloaded from the run's artifact store."""
     arts = row.get("artifacts") or {}
     rel = arts.get(name) if isinstance(arts, dict) else None
     wanted = []
     if rel and Path(rel).is_absolute():
-        wanted += [rel, f"artifacts/{Path(rel).name}"]  # the sink logs those under artifacts/
+        # the sink logs those at the root of the run (earlier qexp versions: under artifacts/)
+        wanted += [rel, Path(rel).name, f"artifacts/{Path(rel).name}"]
     elif rel:
         wanted += [rel, Path(rel).name]  # a job dir, or its files copied flat
     wanted.append(name)
-    bases = [Path(str(row[k])) for k in ("job_dir", "record_dir") if _has(row, k)]
+    # a resumed job's files are in the job dir that measured it
+    bases = [Path(str(row[k])) for k in ("job_dir", "resumed_from", "record_dir") if _has(row, k)]
     for base in bases:
         for w in wanted:
             c = Path(w) if Path(w).is_absolute() else base / w

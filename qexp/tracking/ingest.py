@@ -15,16 +15,19 @@ log = logging.getLogger("qexp")
 
 @dataclass
 class IngestCount:
-    logged: int = 0
-    present: int = 0
-    skipped: int = 0
+    logged: int = 0  # new in the store, or filed under one more sweep
+    present: int = 0  # already there, in this sweep
+    skipped: int = 0  # readable but not loggable: a job that never finished (RUNNING)
+    unreadable: int = 0  # not a record qexp can read (corrupt, truncated, foreign)
 
 
 def ingest(
     dirs: Iterable[Path], uri: str | None = None, experiment: str | None = None
 ) -> IngestCount:
     """Log every result.json under ``dirs``; records already in MLflow (in the same experiment
-    and sweep) are left alone. A job a sweep resumed is logged into that sweep too."""
+    and sweep) are left alone. A job a sweep resumed is filed under that sweep too (its one
+    run: :mod:`qexp.tracking.mlflow_sink`). A record that cannot be read is skipped with a
+    warning and counted as unreadable."""
     sink = MlflowSink(uri or default_uri())
     count = IngestCount()
     for d in dirs:
@@ -35,8 +38,8 @@ def ingest(
             try:
                 rec = read_record(path)
             except ValueError as e:
-                log.warning("%s", e)
-                count.skipped += 1
+                log.warning("%s; skipped", e)
+                count.unreadable += 1
                 continue
             if rec.status == RUNNING:
                 log.warning("%s: job never finished (killed?); re-run its sweep to resume", path)

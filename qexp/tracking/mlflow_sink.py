@@ -1,16 +1,20 @@
 """Log result records to MLflow: one parent run per sweep, one child run per job.
 
 Everything goes through an explicit ``MlflowClient`` (never the process-global active run), so
-parallel jobs and threads cannot log into each other's runs. Logging is idempotent: a run is
-keyed by (experiment, sweep, record_id), so ``qexp ingest`` can be repeated safely, and a job a
-sweep resumed (the same record, measured earlier) appears in that sweep as well. Runs carry the
-job's own start and end times, so the UI's durations are the jobs' real ones.
+parallel jobs and threads cannot log into each other's runs. Logging is idempotent: one job is
+one run per experiment, keyed by its record id (a SKIPPED job, which gets a new record each
+time, by its config hash and choices), so ``qexp ingest`` can be repeated safely. A job that a
+later sweep resumed (the same record, measured earlier) or skipped again stays that one run,
+its artifacts logged once: the run is tagged as in that sweep too (``qexp.also_in.*``, read by
+:func:`sweeps_of`), and the sweep gets its parent run. Runs carry the job's own start and end
+times, so the UI's durations are the jobs' real ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +46,8 @@ TAG_SWEEP_NAME = "qexp.sweep"  # the sweep dir's name: a short column in the UI
 TAG_REASON = "qexp.reason"
 TAG_EQUIVALENT = "qexp.equivalent_to"  # JSON of Record.equivalent_to
 TAG_RESUMED = "qexp.resumed_from"
+TAG_JOB_KEY = "qexp.job_key"  # config hash + choices: a SKIPPED job's identity across sweeps
+TAG_ALSO_IN = "qexp.also_in."  # + a short hash of a later sweep's id -> that sweep's id
 # MLflow's own run status. A SKIPPED job ended as designed (an invalid or repeated combination);
 # MLflow's KILLED shows as a red "Killed", a crash, so it is FINISHED there and the
 # qexp.status column (the first of the qexp view) says SKIPPED.
@@ -56,6 +62,18 @@ def _prepare_uri(uri: str) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+def job_key(record: Record) -> str:
+    """The job a record is of, whichever sweep ran it: its config hash and choices."""
+    text = json.dumps([record.config_hash, record.choices], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sweeps_of(tags: dict[str, str]) -> list[str]:
+    """The sweeps a job run is in: the one that logged it, then those that reused it."""
+    own = [tags[TAG_SWEEP]] if tags.get(TAG_SWEEP) else []
+    return own + sorted(v for k, v in tags.items() if k.startswith(TAG_ALSO_IN) and v not in own)
 
 
 def run_name(record: Record) -> str:
@@ -87,13 +105,14 @@ class MlflowSink:
         self._viewed: set[str] = set()  # experiments checked for the qexp view this process
 
     def _lock(self, name: str, where: Path | None = None):
+        """A file lock beside the sqlite store, else (a server) under ``$QEXP_HOME``."""
         base = (
             where
             or self.lock_dir
             or (
                 Path(self.uri[len("sqlite:///") :]).parent
                 if self.uri.startswith("sqlite:///")
-                else Path.home() / ".cache" / "qexp"
+                else Path(os.environ.get("QEXP_HOME") or Path.home() / ".cache" / "qexp")
             )
         )
         return file_lock(Path(base) / f".qexp-{name}.lock")
@@ -147,17 +166,46 @@ class MlflowSink:
         )
         return runs[0].info.run_id if runs else None
 
-    def find_logged(self, exp_id: str, record: Record) -> str | None:
-        """The run of ``record`` in this experiment and in the record's sweep, if logged."""
-        runs = self.client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`{TAG_RECORD}` = '{record.record_id}'",
-            max_results=1000,
-        )
-        for run in runs:
-            if run.data.tags.get(TAG_SWEEP) == (record.sweep_id or None):
-                return run.info.run_id
+    def find_job(self, exp_id: str, record: Record):
+        """The run this record's job already has in the experiment, or None: the run of the
+        same record (a resumed job), else, for a SKIPPED job, the SKIPPED run of the same
+        config hash and choices (the first, should an older qexp have logged several)."""
+        filters = [f"tags.`{TAG_RECORD}` = '{record.record_id}'"]
+        if record.status == SKIPPED and record.config_hash:
+            key = job_key(record)
+            filters.append(f"tags.`{TAG_JOB_KEY}` = '{key}' AND tags.`{TAG_STATUS}` = '{SKIPPED}'")
+        for flt in filters:
+            runs = self.client.search_runs(
+                [exp_id], filter_string=flt, max_results=1, order_by=["attributes.start_time ASC"]
+            )
+            if runs:
+                return runs[0]
         return None
+
+    def find_logged(self, exp_id: str, record: Record) -> str | None:
+        """The run of ``record``'s job in this experiment if it is filed under the record's
+        sweep (or the record is of no sweep), else None."""
+        run = self.find_job(exp_id, record)
+        if run is None or (record.sweep_id and record.sweep_id not in sweeps_of(run.data.tags)):
+            return None
+        return run.info.run_id
+
+    def _also_in(self, exp_id: str, run, record: Record, job_dir: Path | None) -> str:
+        """File the job's existing run under the record's sweep too (once); its run id."""
+        rid, sweep_id = run.info.run_id, record.sweep_id
+        if not sweep_id or sweep_id in sweeps_of(run.data.tags):
+            return rid
+        when = filed_ms(record, job_dir)
+        parent = self.parent_run(
+            exp_id, sweep_id, f"{record.experiment} {Path(sweep_id).name}", when
+        )
+        digest = hashlib.sha256(sweep_id.encode()).hexdigest()[:12]
+        self.client.set_tag(rid, TAG_ALSO_IN + digest, sweep_id)
+        note = run.data.tags.get(NOTE_TAG, "")
+        line = f"Also in sweep `{Path(sweep_id).name}`: reused there, not run again."
+        self.client.set_tag(rid, NOTE_TAG, f"{note}\n\n{line}" if note else line)
+        self._extend_parent(parent, when)
+        return rid
 
     def parent_run(
         self, exp_id: str, sweep_id: str, sweep_name: str, start_ms: int | None = None
@@ -190,13 +238,14 @@ class MlflowSink:
         from mlflow.entities import Metric, Param, RunTag
 
         exp_id = self.experiment_id(record.experiment)
-        existing = self.find_logged(exp_id, record)
-        if existing:
-            return existing
+        existing = self.find_job(exp_id, record)
+        if existing is not None:  # one run per job: a later sweep that reused it is tagged
+            return self._also_in(exp_id, existing, record, job_dir)
         start_ms, end_ms = job_times_ms(record)
         tags = {
             TAG_RECORD: record.record_id,
             TAG_HASH: record.config_hash,
+            TAG_JOB_KEY: job_key(record),
             TAG_STATUS: record.status,
             TAG_KIND: "job",
             "qexp.git_sha": record.git_sha or "",
@@ -218,10 +267,8 @@ class MlflowSink:
             tags[TAG_SWEEP] = record.sweep_id
             tags[TAG_SWEEP_NAME] = Path(record.sweep_id).name
             sweep_name = f"{record.experiment} {Path(record.sweep_id).name}"
-            # a sweep starts with its first job; one whose first job was resumed starts now
-            sweep_start = _now_ms() if record.resumed_from else start_ms
             tags["mlflow.parentRunId"] = self.parent_run(
-                exp_id, record.sweep_id, sweep_name, sweep_start
+                exp_id, record.sweep_id, sweep_name, filed_ms(record, job_dir)
             )
         run = self.client.create_run(
             exp_id, run_name=run_name(record), start_time=start_ms, tags=tags
@@ -256,22 +303,58 @@ class MlflowSink:
             )
 
     def _log_artifacts(self, rid: str, job_dir: Path, record: Record) -> None:
+        """The record, the config and the job's artifacts, at the root of the run's artifacts
+        (the job's ``artifacts/`` folder is not nested again in MLflow's own ``artifacts``)."""
         for name in (RECORD_FILE, "config.yaml"):
             if (job_dir / name).exists():
                 self.client.log_artifact(rid, str(job_dir / name))
         for name, rel in record.artifacts.items():
-            p = Path(rel) if Path(rel).is_absolute() else job_dir / rel
-            if not p.exists():
-                log.warning("artifact %s (%s) is missing; not logged", name, p)
+            p = artifact_file(record, rel, job_dir)
+            if p is None:
+                log.warning("artifact %s (%s in %s) is missing; not logged", name, rel, job_dir)
             elif p.is_dir():
                 self.client.log_artifacts(rid, str(p), artifact_path=name)
             else:
-                sub = str(Path(rel).parent) if not Path(rel).is_absolute() else "artifacts"
-                self.client.log_artifact(rid, str(p), artifact_path=None if sub == "." else sub)
+                self.client.log_artifact(rid, str(p), artifact_path=artifact_folder(rel))
+
+
+def artifact_file(record: Record, rel: str, job_dir: Path) -> Path | None:
+    """A record's artifact on this machine: an absolute path, else a path relative to the job
+    dir that made it (a resumed record's ``resumed_from``: the new job dir has none of its
+    files), else to ``job_dir``; None when it is in none of them."""
+    if Path(rel).is_absolute():
+        return Path(rel) if Path(rel).exists() else None
+    bases = [Path(record.resumed_from)] if record.resumed_from else []
+    for base in [*bases, Path(job_dir)]:
+        if (base / rel).exists():
+            return base / rel
+    return None
+
+
+def artifact_folder(rel: str) -> str | None:
+    """The folder a job file goes to in its run: its folder in the job dir less the job's
+    ``artifacts/`` (MLflow's run folder is named that already); the root for a file outside."""
+    if Path(rel).is_absolute():
+        return None
+    parts = Path(rel).parent.parts
+    if parts and parts[0] == "artifacts":
+        parts = parts[1:]
+    return "/".join(parts) or None
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def filed_ms(record: Record, job_dir: Path | None) -> int:
+    """When the record's sweep took it, in ms: a sweep starts with its first job, and a job it
+    resumed was taken when its record was written into the sweep (that file's time; now,
+    without one), not when it was measured."""
+    if not record.resumed_from:
+        return job_times_ms(record)[0]
+    with contextlib.suppress(OSError, TypeError):
+        return int((Path(job_dir) / RECORD_FILE).stat().st_mtime * 1000)  # type: ignore[arg-type]
+    return _now_ms()
 
 
 def job_times_ms(record: Record) -> tuple[int, int]:

@@ -1,4 +1,8 @@
-"""`python -m qexp.ui --port N` (`make ui`): the MLflow UI over outputs/mlflow.db on 127.0.0.1.
+"""`qexp ui [--port N] [--output-dir DIR]`: the MLflow UI over ./outputs/mlflow.db on 127.0.0.1.
+
+Run it from the directory the sweeps ran in (their outputs are in ./outputs there, or in
+``$QEXP_OUTPUT_DIR``), or name the outputs with ``--output-dir``; ``make ui`` runs it in the
+repository. Without ``--output-dir`` and no store there, it says where it looked and stops.
 
 The UI is an ``mlflow server`` in a process group of its own. Ctrl-C, SIGTERM, or this process
 exiting ends that whole group, so no uvicorn worker outlives the command; a guard
@@ -22,19 +26,26 @@ from qexp.tracking.server import LOOPBACK, server_command, spawn_group, stop_gro
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m qexp.ui", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="qexp ui", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default=LOOPBACK)
     p.add_argument(
         "--output-dir",
         type=Path,
-        default=Path(os.environ.get("QEXP_OUTPUT_DIR", "outputs")),
-        help="the dir holding mlflow.db (default: outputs)",
+        help="the outputs dir holding mlflow.db (default: $QEXP_OUTPUT_DIR, else ./outputs: "
+        "where `qexp` run from this directory writes); a new one starts the UI empty",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the UI")
     a = p.parse_args(argv)
-    out = a.output_dir.resolve()
+    out = (a.output_dir or Path(os.environ.get("QEXP_OUTPUT_DIR") or "outputs")).resolve()
     db = out / "mlflow.db"
+    if not db.exists() and a.output_dir is None:
+        print(
+            f"qexp ui: no MLflow store at {db}: run it from the directory your sweeps ran in "
+            "(their outputs/ is there), or pass --output-dir DIR",
+            file=sys.stderr,
+        )
+        return 2
     if not db.exists():
         print(f"note: {db} does not exist yet; the UI starts empty (run a job first)")
     out.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,14 @@ lines a job and a sweep end with. Real subprocesses, real Hydra, a cheap real jo
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from qexp.record import FAILED, FINISHED, RUNNING, find_records, read_record
 from tests.conftest import ASSETS, CHEAP_JOB, CONF, ROOT
 
 TINY = [*CHEAP_JOB, "tracking=none"]
+FIXTURE = ROOT / "tests" / "fixtures" / "sweep_cpu_observers"
 
 
 def _qexp_bare(*args: str, cwd=ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -81,6 +85,69 @@ def test_misspelt_added_key_fails_before_anything_runs(tmp_path):
     assert not list(tmp_path.rglob("result.json")), "no job may run"
 
 
+# --- exit code 2: every command line qexp refuses, in one line, before anything runs -----
+
+# Each command line below loads qexp's plugins (torch, ultralytics: seconds) before it is
+# refused, so one subprocess runs them all through the `qexp` entry point's main() (what
+# `sys.exit(main())` exits with), instead of one interpreter each.
+DRIVER = """
+import contextlib, io, json, sys
+from qexp.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["qexp", *argv]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main()
+    results.append([code, err.getvalue()])
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def test_refused_command_lines_exit_2_with_one_named_line(tmp_path):
+    mine = tmp_path / "myconf" / "model"
+    mine.mkdir(parents=True)
+    text = (CONF / "model" / "yolov8n.yaml").read_text().replace("name: yolov8n", "name: mine")
+    (mine / "mine.yaml").write_text(text + "imgzs: 320\n")  # a misspelt key in a user's YAML
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    out = f"paths.output_dir={tmp_path / 'outputs'}"
+    cases = {  # command line -> what its one line must name
+        (out, "observer=minmx"): "unknown choice 'minmx' for observer",
+        ("-m", out, "observer=minmax,minmx"): "did you mean minmax?",
+        (out, "model.imgsz=abc"): "model.imgsz=abc",
+        ("-m", out, "model.imgsz=320,abc"): "model.imgsz=abc",
+        (out, "+model.wieghts=x.pt"): "did you mean weights?",
+        (out, "quantizer=ptq", "quantizer.w_bits=99"): "quantizer.w_bits=99",
+        ("--config-dir", str(mine.parent), out, "model=mine"): "Key 'imgzs' not in",
+        (out, "observer=minmax,entropy"): "add -m",
+        (f"paths.output_dir={a_file}/x",): f"paths.output_dir={a_file}/x: cannot write there",
+        ("-m", f"paths.output_dir={a_file}/x", "quantizer=none,fp16"): "cannot write there",
+    }
+    env = dict(os.environ, QEXP_ASSETS=str(ASSETS), PYTHONPATH=str(ROOT))
+    p = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps([list(c) for c in cases])],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = json.loads(p.stdout.split("RESULTS ", 1)[1])
+    for (argv, named), (code, err) in zip(cases.items(), results, strict=True):
+        assert code == 2, (argv, code, err)
+        # the one line, after the progress line of the plugins' loading (INFO) at most
+        lines = [x for x in err.strip().splitlines() if not x.startswith("INFO ")]
+        assert len(lines) == 1 and lines[0].startswith("qexp: "), (argv, err)
+        assert named in lines[0], (argv, lines[0])
+    assert not list(tmp_path.rglob("result.json")), "no job may run"
+    assert (
+        not (tmp_path / "outputs" / "sweeps").exists()
+        and not (tmp_path / "outputs" / "runs").exists()
+    )
+
+
 # --- 4: --config-dir, corrupt YAML ---------------------------------------------------------
 
 
@@ -114,7 +181,9 @@ def test_corrupt_yaml_is_named_with_its_line_first(tmp_path):
 # --- 1 + 11: exit codes, the FINISHED line, the sweep summary ------------------------------
 
 
-def test_job_ends_with_its_headline_metrics_and_sweep_with_counts(qexp):
+def test_job_ends_with_its_headline_metrics_and_sweep_with_counts(qexp, tmp_path, monkeypatch):
+    # a matplotlib without its font cache: it logs building one when the sweep's report plots
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))
     p = qexp("-m", "quantizer=none,fp16", *TINY)  # FINISHED + SKIPPED: exit code 0
     line = next(ln for ln in (p.stdout + p.stderr).splitlines() if "FINISHED model=" in ln)
     assert "mAP50-95 0." in line and "latency p50" in line and " ms" in line
@@ -129,6 +198,16 @@ def test_job_ends_with_its_headline_metrics_and_sweep_with_counts(qexp):
     )
     at = [p.stdout.index(s) for s in steps]
     assert at == sorted(at), p.stdout
+    # names: each job dir has its job.log; a job is <experiment_name>#N; what Hydra did not
+    # log itself is not logged under [HYDRA]
+    recs = sorted(map(read_record, find_records(qexp.out / "sweeps")), key=lambda r: r.job_name)
+    assert [r.job_name for r in recs] == ["default#0", "default#1"]
+    for rec in recs:
+        assert sorted(x.name for x in Path(rec.job_dir).glob("*.log")) == ["job.log"]
+    assert "loading model" in (Path(recs[0].job_dir) / "job.log").read_text()
+    hydra = [ln for ln in p.stdout.splitlines() if "[HYDRA]" in ln]
+    assert hydra and all(("Launching" in ln or " : " in ln) for ln in hydra), hydra
+    assert "fontManager" not in p.stdout + p.stderr
 
 
 def test_sweep_with_a_failed_job_exits_nonzero_with_counts_and_summary(qexp):
@@ -154,6 +233,67 @@ def test_sweep_with_a_failed_job_exits_nonzero_with_counts_and_summary(qexp):
 def test_ingest_of_a_folder_without_records_exits_nonzero(tmp_path):
     p = _qexp_bare("ingest", str(tmp_path), "--uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert p.returncode == 1 and "ingested 0 new, 0 already present" in p.stdout
+    missing = _qexp_bare("ingest", str(tmp_path / "nope"), cwd=tmp_path)
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.strip() == f"qexp: ingest: no such directory: {tmp_path / 'nope'}"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.db"]  # no store made for it
+
+
+def _sweep_with_unreadable_records(tmp_path, bad: int = 1):
+    """A copy of a real sweep's records (tests/fixtures/sweep_cpu_observers), ``bad`` of them
+    made unreadable (truncated JSON, as a full disk or a copy cut short leaves them)."""
+    sweep = tmp_path / "sweeps" / "cpu_observers" / "2026-11-26_13-06-50"
+    shutil.copytree(FIXTURE, sweep)
+    paths = sorted(sweep.rglob("result.json"))
+    for path in paths[:bad]:
+        path.write_text(path.read_text()[:100])
+    return sweep, paths[:bad], len(paths) - bad
+
+
+def test_ingest_exits_1_when_records_are_unreadable(tmp_path):
+    sweep, bad, good = _sweep_with_unreadable_records(tmp_path, bad=2)
+    p = _qexp_bare("ingest", str(sweep), "--uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"ingested {good} new" in p.stdout and "2 unreadable" in p.stdout
+    for path in bad:
+        assert str(path) in p.stderr
+
+
+def test_a_report_leaves_out_an_unreadable_record_and_says_so(tmp_path):
+    sweep, (bad,), _ = _sweep_with_unreadable_records(tmp_path)
+    without = tmp_path / "without"  # the same sweep without that job: the table expected
+    shutil.copytree(sweep, without)
+    shutil.rmtree(without / bad.parent.name)
+    for extra in ([], ["--all-sweeps"]):
+        p = _qexp_bare("report", "--records", str(sweep), *extra, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert str(bad) in p.stderr and "left out 1 unreadable record(s)" in p.stderr
+        table, note = p.stdout.rstrip("\n").rsplit("\n", 1)
+        assert note.startswith(
+            f"- left out 1 unreadable record(s): cannot read result record {bad}"
+        )
+        expected = _qexp_bare("report", "--records", str(without), *extra, cwd=tmp_path)
+        assert table == expected.stdout.rstrip("\n"), p.stdout
+
+
+# --- read-only commands write nothing ------------------------------------------------------
+
+
+def test_read_only_commands_write_nothing_but_what_they_are_asked(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = _qexp_bare("report", cwd=empty)  # no store here: say so, do not make one
+    assert p.returncode == 2 and "no MLflow store at" in p.stderr, p.stderr
+    assert "Default" not in p.stderr
+    ui = _qexp_bare("ui", "--port", "0", cwd=empty, timeout=60)  # nothing to show here
+    assert ui.returncode == 2 and "pass --output-dir" in ui.stderr, ui.stderr
+    assert not list(empty.iterdir())
+    # the HTML page holds its plots: the one file asked for, nothing beside it
+    page = _qexp_bare("report", "--records", str(FIXTURE), "--format", "html", "--out",
+                      "report.html", cwd=empty)  # fmt: skip
+    assert page.returncode == 0, page.stderr
+    assert [x.name for x in empty.iterdir()] == ["report.html"]
+    assert "data:image/png;base64," in (empty / "report.html").read_text()
 
 
 # --- 5: Ctrl-C -----------------------------------------------------------------------------

@@ -153,17 +153,13 @@ def test_tracking_server_down_records_stay_and_ingest_recovers(qexp, tracking_se
     assert ingest([qexp.out / "sweeps"], uri=info.uri) == IngestCount(present=2)
 
 
-def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server):
+def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server, tmp_path, monkeypatch):
     info, srv_out = tracking_server
     server.start(srv_out, port=info.port)  # no-op when the previous test restarted it
-    qexp(
-        "-m",
-        "seed=0,1",
-        "tracking=mlflow_server",
-        f"tracking.uri={info.uri}",
-        *CHEAP_JOB,
-        "experiment_name=server_up",
-    )
+    home = tmp_path / "home"  # a user's home: qexp keeps its locks under QEXP_HOME, not here
+    monkeypatch.setenv("HOME", str(home))
+    sweep = ("-m", "seed=0,1", "tracking=mlflow_server", f"tracking.uri={info.uri}", *CHEAP_JOB)
+    qexp(*sweep, "experiment_name=server_up")
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
     client = MlflowClient(info.uri)
     exp = client.get_experiment_by_name("server_up")
@@ -172,6 +168,18 @@ def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server):
     assert set(jobs) == {r.record_id for r in recs} and len(recs) == 2
     for r in recs:
         assert jobs[r.record_id].data.metrics == pytest.approx(r.metrics)
+    assert not (home / ".cache" / "qexp").exists()
+
+    # the same sweep again resumes both jobs: still one run each, filed under both sweeps
+    qexp(*sweep, "experiment_name=server_up")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    again = [r for r in runs if r.data.tags["qexp.kind"] == "job"]
+    assert sorted(r.info.run_id for r in again) == sorted(r.info.run_id for r in jobs.values())
+    sweeps = {p.parent.parent for p in find_records(qexp.out / "sweeps")}
+    assert len(sweeps) == 2 and len(runs) == 4  # + a parent run per sweep
+    for run in again:
+        later = [v for k, v in run.data.tags.items() if k.startswith("qexp.also_in.")]
+        assert {run.data.tags["qexp.sweep_id"], *later} == {str(s) for s in sweeps}
 
 
 @pytest.fixture

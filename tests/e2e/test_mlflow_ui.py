@@ -1,5 +1,6 @@
-"""The MLflow UI as a user first sees it: `python -m qexp.ui` (`make ui`) over a real store,
-the link it prints opened in headless Chromium at 1400x900.
+"""The MLflow UI as a user first sees it: `qexp ui` (`make ui` in the repository) run in the
+directory a sweep ran in, over the real store it finds there (./outputs/mlflow.db), the link it
+prints opened in headless Chromium at 1400x900.
 
 The store holds a real sweep's records (tests/fixtures/sweep_cpu_observers: yolov8n fp32 and
 PTQ with four observers on the 206-image coco_val subset, ONNX Runtime on a loaded 2-core
@@ -82,9 +83,11 @@ def ui(tmp_path_factory):
     out = tmp_path_factory.mktemp("ui") / "outputs"
     recs = _copy_sweep(out / "sweeps" / EXPERIMENT / FIXTURE.name)
     assert ingest([out / "sweeps"], uri=f"sqlite:///{out / 'mlflow.db'}").logged == len(recs)
-    cmd = [sys.executable, "-m", "qexp.ui", "--port", str(free_port()), "--output-dir", str(out)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    # `qexp ui` in the directory the sweeps ran in: it finds the store in ./outputs there
+    cmd = [sys.executable, "-m", "qexp.cli", "ui", "--port", str(free_port())]
+    env = {k: v for k, v in os.environ.items() if k != "QEXP_OUTPUT_DIR"}
+    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=out.parent, env=env, stdout=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     try:
