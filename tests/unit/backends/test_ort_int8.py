@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from onnx import numpy_helper
 
-from qexp.backends.ort_int8 import deploy_form, move_to_inputs, strip_qdq
+from qexp.backends.ort_int8 import deploy_form, move_to_inputs, silu_inputs, strip_qdq
 from qexp.quant.ptq import PTQ
 from tests.unit.quant.conftest import ImageData, TinyDetector, TinyYolo, ort_run, randomize_bn
 from tests.unit.quant.test_ptq import IMGSZ, _cfg, _job
@@ -63,6 +64,11 @@ def test_qlinear_form_runs_integer_convs_with_qexps_weights_and_scales(tmp_path)
             assert qscale[x] == np.float32(s)
     assert set(scales) <= set(qscale) and len(scales) >= 5
     assert "/model.3/cls/Conv" not in quantized
+    # a conv output going into a SiLU whose output qexp quantizes: [-8, 127 s], not MinMax
+    silu = silu_inputs(float_graph, scales)
+    assert len(silu) >= 3
+    for x, (lo, hi) in silu.items():
+        assert qscale[x] == pytest.approx((hi - lo) / 255, rel=1e-5)
 
     # and it computes what the fake-quant model does, up to the conv outputs it also rounds
     x = calib[0]
