@@ -10,7 +10,8 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 install:  ## venv + torch pinned by constraints.txt + qexp (editable) with dev tools
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,launchers]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,launchers,search]'
+	$(BIN)/pip install -q --no-deps 'hydra-optuna-sweeper>=1.3'  # see pyproject.toml, search
 
 demo:  ## the default job: yolov8n fp32 on the shared coco_val subset, ONNX Runtime CPU, MLflow sqlite
 	$(BIN)/qexp

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from qexp import cache
 from qexp.backends.export_cache import cached_export
 from qexp.backends.latency import fixed_batch, latency_metrics, measure
-from qexp.config.schema import BackendConfig
+from qexp.backends.ort_int8 import deploy_form
+from qexp.config.schema import BackendConfig, added
 from qexp.contracts import Accepts, Choice, Output, Precision, Route
 from qexp.eval import evaluate
 from qexp.models.detector import torch_predict
@@ -45,6 +47,15 @@ _OPT_LEVELS = {
     GraphOptimization.extended: "ORT_ENABLE_EXTENDED",
     GraphOptimization.all: "ORT_ENABLE_ALL",
 }
+
+
+class Int8Form(Choice):
+    """What an INT8 (Q/DQ) job runs on ONNX Runtime."""
+
+    qdq = "qdq"  # the Q/DQ export as it is (the TensorRT form: on ORT, float convs + Q/DQ)
+    qlinear = "qlinear"  # its deploy form for ORT's integer kernels (backends/ort_int8.py)
+
+
 CPU_NO_FP16 = (
     "fp16 is not measured on the CPU: onnxruntime's CPU provider has no fp16 convolutions "
     "(use backend=tensorrt)"
@@ -59,6 +70,10 @@ class OrtBackendConfig(BackendConfig):
     # spin-wait between ops (ONNX Runtime's default): no faster here, and on a machine shared
     # with torch or other jobs it burns the cores they need (docs/results/cpu-eval-speed.md)
     spin: bool = False
+    # qlinear: ~2x fp32 on x86 where qdq is slower than fp32 (docs/results/search.md)
+    int8_form: Int8Form = added(Int8Form.qdq)
+    # calibration images ORT ranges the qlinear form's extra tensors on (conv outputs)
+    qlinear_calib: int = field(default=32, metadata={"added": True, "ge": 1})
 
 
 def make_session(
@@ -130,10 +145,35 @@ class OrtBackend:
         # rect mode (ultralytics' val() default): each batch its own shape, so a dynamic export
         path = cached_export(job, deploy, d.batch, dynamic=d.rect)
         job.add_artifact("onnx", path)
+        if deploy.route == Route.qdq and self.cfg.int8_form == Int8Form.qlinear:
+            path = self._qlinear(job, path, data)
+            job.add_artifact("onnx_qlinear", path)
         threads = job_threads(self.cfg.threads)
         with torch_threads(threads.n):  # the torch reference pass (alignment) shares the cores
             self._run(job, deploy, data, path, threads.n)
         job.info.update(threads.info())
+
+    def _qlinear(self, job: Job, qdq: Path, data: EvalDataset) -> Path:
+        """The cached ORT deploy form of the ``qdq`` export (built on a miss)."""
+        import onnxruntime as ort
+
+        s = job.settings
+        n = min(self.cfg.qlinear_calib, s.data.calib.num)
+        key = (cache.file_hash(qdq, 16), s.model.imgsz, n, str(s.data.calib), ort.__version__)
+        entry = job.cache(
+            "onnx_qlinear", *key, cache.file_hash(Path(__file__).with_name("ort_int8.py"), 16)
+        )
+        name = f"{qdq.stem}_qlinear.onnx"
+
+        def build(tmp: Path) -> list[str]:
+            log.info(
+                "writing the ONNX Runtime deploy form of %s (%d calibration images)", qdq.name, n
+            )
+            deploy_form(qdq, tmp / name, data.calibration(s.model.imgsz, n))
+            return [name]
+
+        cache.cached(entry, build, meta={"kind": "onnx_qlinear"})
+        return entry / name
 
     def _run(
         self, job: Job, deploy: Deployable, data: EvalDataset, path: Path, threads: int
@@ -185,4 +225,5 @@ class OrtBackend:
             ort_threads=threads,
             ort_spinning=b.spin,
             eval_rect=rect,
+            ort_int8_form=str(b.int8_form) if deploy.route == Route.qdq else None,
         )

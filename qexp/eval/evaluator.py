@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qexp.eval.alignment import Alignment
+from qexp.eval.bootstrap import match_images
 from qexp.eval.coco_metrics import coco_map, to_coco_json
 from qexp.eval.nms import VAL, NMSConfig
 from qexp.progress import track
@@ -106,6 +107,9 @@ def evaluate(
         path = job.path("artifacts", f"detections{suffix}.json")
         path.write_text(json.dumps(dets))
         job.add_artifact(f"detections{suffix}", path)
+        # per-image COCO matches: what a paired bootstrap interval against another row needs
+        matches = match_images(gt, dets, seen).save(job.path("artifacts", f"matches{suffix}.npz"))
+        job.add_artifact(f"matches{suffix}", matches)
         job.info[f"eval_images{suffix}"] = len(seen)
         if reference is not None and align is not None:
             write_alignment(job, res, align, imgsz, batch, rect, scope)

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from qexp.config.axes import QUANT_ONLY_AXES, RECIPE
 from qexp.contracts import Precision
 from qexp.record import FINISHED
-from qexp.report import plots
+from qexp.report import intervals, plots
 from qexp.report.columns import short_labels
 from qexp.report.table import (
     FLOAT_QUANTIZERS,
@@ -62,6 +62,7 @@ COLUMNS = (
     Column("row", "label", ""),
     Column("mAP50-95", MAP, ".4f"),
     Column(f"Δ vs {REFERENCE} (pt)", "delta_pt", "+.2f"),
+    Column("95% CI (pt)", "ci", ""),  # paired bootstrap over images (report/intervals.py)
     Column("img/s b32", B32, ".0f"),
     Column(f"×{REFERENCE} b32", "ratio_b32", ".2f"),
     Column("p50 b1 ms", B1, ".3f"),
@@ -180,6 +181,8 @@ def _read_against(members: pd.DataFrame, ref: pd.Series) -> pd.DataFrame:
     t["ratio_b1"] = ref_b1 / t[B1]  # >1: faster than the reference engine, as the b32 ratio
     t["twin_pt"] = t["align_map_delta"] * 100
     t["reference"] = members["record_id"] == ref["record_id"]
+    cis = {i: intervals.delta_of(r, ref) for i, r in members.iterrows()}
+    t["ci"] = [intervals.fmt(cis[i], -TARGET_DELTA_PT) if cis[i] else None for i in t.index]
     # higher ratio and higher Δ are better; pareto_front wants lower x
     front = plots.pareto_front(list(-t["ratio_b32"]), list(t["delta_pt"]))
     t["front"] = [i in front for i in range(len(t))]
@@ -224,10 +227,10 @@ def _reads(row: pd.Series, axis: str) -> bool:
 
 
 def _cell(col: Column, v: object) -> str:
-    if not col.fmt:
-        return str(v)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
+    if not col.fmt:
+        return str(v)
     return format(float(v), col.fmt)  # type: ignore[arg-type]
 
 
@@ -240,7 +243,7 @@ def cells(table: pd.DataFrame, extra: bool = False) -> tuple[list[Column], list[
         row = {c.title: _cell(c, r[c.key]) for c in cols}
         if r["reference"]:
             for c in cols:
-                if c.key in ("delta_pt", "ratio_b32", "ratio_b1"):
+                if c.key in ("delta_pt", "ci", "ratio_b32", "ratio_b1"):
                     row[c.title] = "base"
         out.append(row)
     return cols, out
@@ -263,6 +266,8 @@ def caption(table: pd.DataFrame) -> list[str]:
     lines.append(
         f"In the target box ({box}): {', '.join(hits)}." if hits else f"No engine reaches {box}."
     )
+    if table["ci"].notna().any():
+        lines.append(intervals.note(-TARGET_DELTA_PT))
     lines += [f"- {n}" for n in table.attrs.get("notes") or []]
     return lines
 

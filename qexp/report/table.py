@@ -16,6 +16,7 @@ import pandas as pd
 from qexp.config.axes import AXES, QUANT_ONLY_AXES, RECIPE
 from qexp.record import FINISHED, SKIPPED, Equivalent
 from qexp.report import columns as C
+from qexp.report import intervals
 
 # Float baselines, and the axes they do not read (a quantizer's observer, calibrator, ignore).
 FLOAT_QUANTIZERS = ("none", "fp16")
@@ -149,7 +150,9 @@ def comparison_table(
         bad = [a for a in baseline if a not in key]
         if bad:
             raise TableError(f"--baseline: {bad} is not a row key of this table ({key})")
-        kinds.update(_add_deltas(out, key, baseline, metrics))
+        kinds.update(_add_deltas(out, key, baseline, metrics, df))
+        if intervals.CI in out:
+            notes.append(intervals.note())
     kinds.update(_add_spread(out, df, metrics))
     noisy = int((out[C.SPREAD] >= C.NOISY_SPREAD).sum()) if C.SPREAD in out else 0
     if noisy:
@@ -258,9 +261,14 @@ def _notes(df: pd.DataFrame, key: list[str]) -> list[str]:
 
 
 def _add_deltas(
-    out: pd.DataFrame, key: list[str], baseline: dict[str, str], metrics: list[str]
+    out: pd.DataFrame,
+    key: list[str],
+    baseline: dict[str, str],
+    metrics: list[str],
+    df: pd.DataFrame,
 ) -> dict[str, tuple[str, str]]:
-    """Δ / speedup columns, each row read against the baseline row of its own group."""
+    """Δ / speedup columns, each row read against the baseline row of its own group; the
+    mAP50-95 Δ with its paired bootstrap interval where the jobs saved their matches."""
     is_base = (out["status"] == "FINISHED") & pd.concat(
         [out[a].astype(str) == str(v) for a, v in baseline.items()], axis=1
     ).all(axis=1)
@@ -280,11 +288,15 @@ def _add_deltas(
     ]
     kinds: dict[str, tuple[str, str]] = {}
 
-    def base_value(row: pd.Series, m: str) -> float:
+    def base_of(row: pd.Series) -> pd.Series | None:
         match = base_rows
         for g in group:
             match = match[match[g].astype(str) == str(row[g])]
-        return float(match[m].iloc[0]) if len(match) else math.nan
+        return match.iloc[0] if len(match) else None
+
+    def base_value(row: pd.Series, m: str) -> float:
+        b = base_of(row)
+        return math.nan if b is None else float(b[m])
 
     for m in metrics:
         if m in C.DELTA_METRICS:
@@ -305,6 +317,16 @@ def _add_deltas(
         if not all(math.isnan(x) for x in vals):
             out[col] = vals
             kinds[col] = (kind, m)
+    if "Δmap50_95" in out:
+        cis = []
+        for i, row in out.iterrows():
+            ref = base_of(row)
+            ok = row["status"] == "FINISHED" and ref is not None and ref.name != i
+            d = intervals.delta_of(df.loc[i], df.loc[ref.name]) if ok and ref is not None else None
+            cis.append(intervals.fmt(d))
+        if any(cis):
+            out[intervals.CI] = cis
+            kinds[intervals.CI] = ("interval", "map50_95")
     return kinds
 
 
@@ -337,7 +359,7 @@ def best_rows(table: pd.DataFrame) -> dict[str, set[int]]:
         hib = True if kind == "speedup" else C.higher_is_better(metric)
         if hib is None or col not in table:
             continue
-        if kind in ("delta", "spread"):
+        if kind in ("delta", "spread", "interval"):
             continue  # a delta mirrors its metric; a spread is a warning, not a score
         timed = C.base(metric) in C.TIMED_WITH_SPREAD
         vals = pd.to_numeric(table[col], errors="coerce").where(quiet if timed else finished)
