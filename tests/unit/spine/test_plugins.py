@@ -74,7 +74,8 @@ def test_a_toy_quantizer_runs_a_job_on_onnxruntime(tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     (rec,) = [read_record(r) for r in find_records(out / "runs")]
-    assert rec.status == FINISHED and rec.choices["quantizer"] == "toy_round"
+    # the recorded choice names the option the command line overrode (what ran)
+    assert rec.status == FINISHED and rec.choices["quantizer"] == "toy_round+levels=15"
     assert rec.info["toy_round"] == {"convs": 64, "levels": 15}
     assert rec.info["route"] == "float" and rec.info["precision"] == "fp32"
     assert 0 < rec.metrics["map50_95"] <= 1 and rec.metrics["latency_ms_p50"] > 0
