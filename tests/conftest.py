@@ -29,6 +29,17 @@ from qexp import offline  # noqa: E402
 offline.setup()
 
 
+def load_script(rel: str):
+    """A script of the repo (``scripts/...py``, not a package module) imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(rel).stem, ROOT / rel)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def pytest_collection_modifyitems(config, items):
     if not ASSETS.exists():
         skip = pytest.mark.skip(reason=f"shared assets not found at {ASSETS} (set QEXP_ASSETS)")

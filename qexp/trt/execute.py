@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -144,6 +144,13 @@ def gpu_lock_path(latency_lock: str | None, gpu: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
+def _gpu_lock_files(path: str) -> Iterator[tuple[IO[str], IO[str]]]:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".gate", "a") as gate, open(path, "a") as f:
+        yield gate, f
+
+
+@contextlib.contextmanager
 def building(path: str | None) -> Iterator[None]:
     """Held while this process builds on its GPU: builds of other jobs run beside it (shared
     lock), a timing waits for them (``timing_alone``), and a build does not start while a
@@ -151,8 +158,7 @@ def building(path: str | None) -> Iterator[None]:
     if not path:
         yield
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".gate", "a") as gate, open(path, "a") as f:
+    with _gpu_lock_files(path) as (gate, f):
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(f, fcntl.LOCK_SH)
         fcntl.flock(gate, fcntl.LOCK_UN)
@@ -169,8 +175,7 @@ def timing_alone(path: str | None) -> Iterator[None]:
     if not path:
         yield
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".gate", "a") as gate, open(path, "a") as f:
+    with _gpu_lock_files(path) as (gate, f):
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
             fcntl.flock(f, fcntl.LOCK_EX)

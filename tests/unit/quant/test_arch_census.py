@@ -6,14 +6,13 @@ whole matrix is ``slow`` (about a minute and a half on one core)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import onnx
 import pytest
 
 from qexp.models.architectures import MATRIX
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 IMGSZ = 160
 # (activation Q/DQ, weight Q/DQ, layers left float by rule), from the census at imgsz 320
@@ -25,11 +24,7 @@ EXPECTED = {
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("arch_census", ROOT / "scripts/arch_census.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/arch_census.py")
 
 
 def _scoped(layer: str, node: str) -> bool:

@@ -3,21 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.conftest import ROOT
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("mt", ROOT / "scripts/gpu/matrix_table.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import ROOT, load_script
 
 
 def test_matrix_table_of_the_h100_records():
-    mt = _script()
+    mt = load_script("scripts/gpu/matrix_table.py")
     rows = mt.records(ROOT / "tests" / "fixtures" / "arch_matrix_h100")
     assert len(rows) == 16
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in mt.table(rows).splitlines()}
