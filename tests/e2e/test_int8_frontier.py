@@ -17,6 +17,7 @@ ROWS = [
     "fp16", "trt_minmax", "trt_entropy2", "ptq_dr_minmax", "topk3", "topk5", "adaround", "qat",
     "modelopt_max",
     *[f"ptq{rules}_{o}" for rules in ("", "_trt") for o in ("minmax", "percentile", "mse", "entropy")],
+    *[f"ptq_dr_trt_{o}" for o in ("minmax", "percentile", "mse")], "ptq_trt_split_minmax",
 ]  # fmt: skip
 
 
