@@ -77,6 +77,18 @@ def test_every_tensor_of_a_concat_group_has_the_one_amax(exported):
 
 
 @pytest.mark.assets
+def test_the_onnx_groups_are_the_torch_groups(exported):
+    """Tying changes no measured range: the tensors of one ONNX group were measured through
+    one shared quantizer already (qdq_rules' torch groups), only the unmeasured ones gain it."""
+    _, fp32, ranges, qdq = exported("trt")
+    m, measured = strip_qdq(onnx.load(str(qdq)))
+    for group in range_groups(m):
+        assert len({measured[t] for t in group if t in measured}) <= 1, group
+    assert all(ranges[t] == v for t, v in measured.items())
+    assert len(ranges) > len(measured)
+
+
+@pytest.mark.assets
 def test_the_sppf_chain_and_the_c2f_splits_share_their_concats_range(exported):
     _, fp32, ranges, _ = exported("trt")
     m = onnx.load(str(fp32))
