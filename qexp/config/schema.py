@@ -136,6 +136,9 @@ class ModelConfig(Checked):
     # NMS-free heads (YOLOv10's v10Detect, YOLO26): None runs the one-to-one branch where the
     # head has one (as deployed; ultralytics' ``nms=False``), false its one-to-many branch + NMS
     end2end: bool | None = added(None)
+    # ultralytics C2f/C3k2: cv1's chunk(2, 1) as two convolutions, one per half of its output
+    # channels (exactly equivalent; no Slice for TensorRT to copy), qexp/models/split_c2f.py
+    split_c2f: bool = added(False)
 
     def rules(self) -> None:
         if self.imgsz % 32:

@@ -16,6 +16,7 @@ from qexp.models.safe_load import (
     foreign_globals,
     ultralytics_unrestricted,
 )
+from qexp.models.split_c2f import split_c2f
 from qexp.models.weights import resolve_weights
 from qexp.registry import MODEL_FAMILIES
 
@@ -93,6 +94,11 @@ def ultralytics_family(cfg_model: Any, job: Job | None = None) -> YoloDetector:
     """Load an ultralytics detection checkpoint (or yaml) as a :class:`YoloDetector`."""
     weights = str(cfg_get(cfg_model, "weights"))
     model: Any = load_module(weights, cfg_get(cfg_model, "end2end"))
+    if cfg_get(cfg_model, "split_c2f"):
+        split = split_c2f(model)
+        if not split:
+            log.warning("model.split_c2f=true: %s has no C2f-like block to split", weights)
+        log.info("model.split_c2f: cv1 of %d blocks split in two convolutions", len(split))
     names = model.names
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     det = YoloDetector(

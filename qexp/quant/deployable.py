@@ -75,6 +75,10 @@ def make_deployable(
     ``export(dir, batch)`` writes the ONNX the route runs, and for dynamic_range
     ``ranges(dir)`` the JSON of ranges that goes with it."""
 
+    # the plan tied quantizers into groups (qdq_rules=trt, placement.QuantPlan.info): the
+    # ranges of the dynamic-range JSON are tied by the same groups
+    tied = bool(info.get("shared_scales"))
+
     def files(out_dir: Path, batch: int, dynamic: bool) -> tuple[Path, Path | None]:
         """(ONNX, dynamic-range JSON or None), exported into ``out_dir`` unless already there."""
         out_dir = Path(out_dir)
@@ -87,7 +91,7 @@ def make_deployable(
             return qdq, None
         fp32, js = out_dir / f"{stem}_fp32.onnx", out_dir / f"{stem}_dynamic_range.json"
         if not (fp32.exists() and js.exists()):
-            write_dynamic_range(qdq, fp32, js, bits)
+            write_dynamic_range(qdq, fp32, js, bits, tied=tied)
         return fp32, js
 
     def export(out_dir: Path, batch: int = 1, dynamic: bool = False) -> Path:

@@ -151,13 +151,69 @@ def propagate_ranges(model: onnx.ModelProto, ranges: dict[str, float]) -> dict[s
     return out
 
 
-def write_dynamic_range(qdq_path: Path, fp32_path: Path, json_path: Path, bits: int = 8) -> dict:
-    """Write the fp32 ONNX and ``{tensor name: amax}`` JSON derived from a Q/DQ ONNX."""
+def _resize_is_nearest(node: onnx.NodeProto) -> bool:
+    """A nearest Resize copies values (one scale serves both sides); a linear one makes new."""
+    mode = next((a.s for a in node.attribute if a.name == "mode"), b"nearest")
+    return mode == b"nearest"
+
+
+def range_groups(model: onnx.ModelProto) -> list[list[str]]:
+    """The tensors joined through the layers a per-tensor range commutes with, as
+    :mod:`qexp.quant.qdq_rules` ties them in torch: every data input and the output of a
+    Concat; the data input and the outputs of MaxPool, nearest Resize, Slice, Split and the
+    reshaping ops. Groups of one are left out; constants (shapes, Slice bounds) never join."""
+    consts = _constants(model)
+    parent: dict[str, str] = {}
+
+    def find(t: str) -> str:
+        parent.setdefault(t, t)
+        while parent[t] != t:
+            t = parent[t] = parent[parent[t]]
+        return t
+
+    for n in model.graph.node:
+        if n.op_type == "Concat":
+            data = list(n.input)
+        elif n.op_type in _PASS_THROUGH and (n.op_type != "Resize" or _resize_is_nearest(n)):
+            data = list(n.input[:1])
+        else:
+            continue
+        tensors = [t for t in [*data, *n.output] if t and t not in consts]
+        for t in tensors[1:]:
+            parent[find(t)] = find(tensors[0])
+    groups: dict[str, list[str]] = {}
+    for t in parent:
+        groups.setdefault(find(t), []).append(t)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def tie_ranges(model: onnx.ModelProto, ranges: dict[str, float]) -> dict[str, float]:
+    """``quantizer.qdq_rules=trt`` on the dynamic-range route: every tensor of a group
+    (:func:`range_groups`) that holds a measured range gets the group's one amax, the widest
+    measured on it (with tied quantizers they are all equal already). TensorRT's implicit
+    INT8 can then write a Concat's inputs straight into its output, run MaxPool, Slice and
+    Resize in INT8 and fuse the producers' requantization, instead of copying or reformatting
+    where two ranges meet; a tensor with no range would run in fp16/fp32."""
+    out = dict(ranges)
+    for group in range_groups(model):
+        measured = [ranges[t] for t in group if t in ranges]
+        if measured:
+            amax = max(measured)
+            out.update(dict.fromkeys(group, amax))
+    return out
+
+
+def write_dynamic_range(
+    qdq_path: Path, fp32_path: Path, json_path: Path, bits: int = 8, tied: bool = False
+) -> dict:
+    """Write the fp32 ONNX and ``{tensor name: amax}`` JSON derived from a Q/DQ ONNX.
+    ``tied`` (``qdq_rules=trt``): one amax per group of joined tensors (:func:`tie_ranges`);
+    otherwise ranges are only carried onto unmeasured neighbours (:func:`propagate_ranges`)."""
     model = onnx.load(str(qdq_path))
     fp32, ranges = strip_qdq(model, bits)
     if not ranges:
         raise ExportError(f"{qdq_path} has no activation Q/DQ pairs to take ranges from")
-    ranges = propagate_ranges(fp32, ranges)
+    ranges = tie_ranges(fp32, ranges) if tied else propagate_ranges(fp32, ranges)
     onnx.checker.check_model(fp32)
     onnx.save(fp32, str(fp32_path))
     json_path.write_text(json.dumps(ranges, indent=1, sort_keys=True))
