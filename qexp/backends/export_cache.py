@@ -67,6 +67,10 @@ def export_key(
     }
     if dynamic:  # only then: static exports keep the keys (and cache entries) they had
         key["dynamic"] = True
+    for f in dataclasses.fields(s.model):  # options added since (end2end, split_c2f, ...)
+        value = getattr(s.model, f.name)
+        if f.metadata.get("added") and value != f.default:  # at their default: as before
+            key[f"model.{f.name}"] = value
     if deploy.route != "float":
         for axis in QUANT_ONLY_AXES:
             key[axis] = dataclasses.asdict(getattr(s, axis))

@@ -47,6 +47,26 @@ def test_other_weights_are_another_entry(compose, tmp_path):
     assert cached_export(job, deploy, 1).parent != a.parent
 
 
+def test_model_options_added_since_key_the_export_away_from_their_default(compose, tmp_path):
+    """model.split_c2f / model.end2end change the graph: a split job must not reuse the
+    unsplit ONNX (it did, before they were keyed); at their defaults the key is as before."""
+    from qexp.backends.export_cache import export_key
+    from qexp.config.settings import settings_of
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"w")
+    _, deploy, _ = _setup(compose, tmp_path)
+
+    def key(*over: str) -> dict:
+        cfg = compose([f"model.weights={weights}", "model.imgsz=32", "quantizer=none", *over])
+        return export_key(settings_of(cfg), deploy, 1)
+
+    base = key()
+    assert not any(k.startswith("model.") for k in base)
+    assert key("model.split_c2f=true") != base and key("model.end2end=false") != base
+    assert key("model.split_c2f=false") == base
+
+
 def test_truncated_entry_is_rebuilt(compose, tmp_path, caplog):
     job, deploy, exports = _setup(compose, tmp_path)
     a = cached_export(job, deploy, 1)
