@@ -164,8 +164,10 @@ def _tail(model: onnx.ModelProto, quantized: set[str]) -> list[str]:
     return [n.name for n in g.node if n.name not in upstream and n.name not in quantized]
 
 
-def deploy_form(src: Path, dst: Path, calib: list[np.ndarray]) -> Path:
-    """Write the ONNX Runtime deploy form of the Q/DQ ONNX ``src`` to ``dst``."""
+def deploy_form(src: Path, dst: Path, calib: list[np.ndarray], conv_only: bool = False) -> Path:
+    """Write the ONNX Runtime deploy form of the Q/DQ ONNX ``src`` to ``dst``; ``conv_only``:
+    only the convolutions on integers, the ops between them (SiLU, Add, Concat, ...) in float
+    (rounds fewer tensors: yolov8n 640 minmax -1.1 pt at 1.6x fp32, against -1.7 pt at 2.5x)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -217,6 +219,7 @@ def deploy_form(src: Path, dst: Path, calib: list[np.ndarray]) -> Path:
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=excluded,
+            op_types_to_quantize=["Conv"] if conv_only else None,
             extra_options={"TensorQuantOverrides": overrides, "WeightSymmetric": True},
         )
     finally:

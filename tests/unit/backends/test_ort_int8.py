@@ -70,6 +70,19 @@ def test_qlinear_form_runs_integer_convs_with_qexps_weights_and_scales(tmp_path)
     for x, (lo, hi) in silu.items():
         assert qscale[x] == pytest.approx((hi - lo) / 255, rel=1e-5)
 
+    # conv_only: the convs on integers, SiLU and the rest in float between Q/DQ pairs
+    conv = [
+        n.op_type
+        for n in _optimised(
+            deploy_form(qdq, tmp_path / "c.onnx", calib, conv_only=True), tmp_path
+        ).graph.node
+    ]
+    assert (
+        conv.count("QLinearConv") >= 4
+        and "QLinearSigmoid" not in conv
+        and "QLinearSigmoid" in after
+    )
+
     # and it computes what the fake-quant model does, up to the conv outputs it also rounds
     x = calib[0]
     want, got = ort_run(qdq, x).ravel(), ort_run(ql, x).ravel()
