@@ -65,6 +65,8 @@ def test_a_three_trial_search(qexp):
     assert best["speedup"] == max(t.value for t in trials)
     assert doc["counts"] == {"total": 3, "finished": 3, "within_budget": 3, "failed": 0}
     assert (sweep / "search.md").is_file() and (sweep / "search.png").is_file()
+    again_timed = doc["side_by_side"]  # the best and the reference re-timed in one process
+    assert again_timed["ref_ms"] > 0 and again_timed["best_ms"] > 0
 
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     exp = client.get_experiment_by_name("search_ci")
