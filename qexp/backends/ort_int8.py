@@ -21,7 +21,7 @@ ORT therefore runs every convolution in fp32 with the Q/DQ arithmetic on top: sl
      qexp does not quantize (the other conv outputs, SiLU's inner tensors) with ORT's MinMax
      calibrator on the job's calibration images.
 This rounds tensors qexp's fake-quant model keeps in float, so it loses more mAP than the
-Q/DQ export evaluated as it is (yolov8n 640, minmax: -1.7 pt vs -0.7 pt; docs/results/search.md).
+Q/DQ export evaluated as it is (yolov8n 640, minmax: -1.2 pt vs -0.7 pt; docs/results/search.md).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _tail(model: onnx.ModelProto, quantized: set[str]) -> list[str]:
 def deploy_form(src: Path, dst: Path, calib: list[np.ndarray], conv_only: bool = False) -> Path:
     """Write the ONNX Runtime deploy form of the Q/DQ ONNX ``src`` to ``dst``; ``conv_only``:
     only the convolutions on integers, the ops between them (SiLU, Add, Concat, ...) in float
-    (rounds fewer tensors: yolov8n 640 minmax -1.1 pt at 1.6x fp32, against -1.7 pt at 2.5x)."""
+    (rounds fewer tensors, so closer to fp32; slower: yolov8n 640 1.6x fp32 against 2.5x)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -190,7 +190,8 @@ def summary_lines(doc: dict) -> list[str]:
         ratio = (doc.get("side_by_side") or {}).get("ratio", b["speedup"])  # the re-timed one
         faster = "" if ratio > 1 else " — no INT8 recipe beats the reference here"
         out.append(
-            f"best: trial {b['number'] + 1} {b['speedup']:.2f}x {doc['reference']['label']} at "
+            f"best: trial {b['number'] + 1} {b['speedup']:.2f}x the reference "
+            f"({doc['reference']['label']}) at "
             f"{-b['loss_pt']:+.2f} pt: {b['label']}{faster}"
         )
         if doc.get("side_by_side"):
