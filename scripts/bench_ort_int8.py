@@ -5,8 +5,8 @@ machine hits every variant alike), batch-1 sessions of:
   fp32            the fp32 export
   qdq             qexp's Q/DQ export as the backend ran it before (int8 activations S8,
                   weights quantized at run time by a QuantizeLinear on the fp32 weight)
-  qdq_ort         the same Q/DQ ONNX in its deploy form for ONNX Runtime
-                  (qexp/backends/ort_int8.py: int8 weight initializers, Q/DQ on conv outputs)
+  qlinear         its deploy form for ORT's integer kernels (backend.int8_form=qlinear,
+                  qexp/backends/ort_int8.py); qlinear_conv: only the convolutions on integers
   ort_static_*    ONNX Runtime's own quantize_static of the fp32 export, for reference
 and, for each, what ORT made of it: the op counts of the optimised graph it writes
 (``optimized_model_filepath``), e.g. how many convolutions became QLinearConv.
@@ -94,7 +94,8 @@ def main() -> None:
     shape = tuple(session(a.fp32, 1).get_inputs()[0].shape)
     calib = images(shape, 16)
     qlinear = deploy_form(a.qdq, tmp / "qlinear.onnx", calib)
-    variants = {"fp32": a.fp32, "qdq": a.qdq, "qlinear": qlinear}
+    conv = deploy_form(a.qdq, tmp / "qlinear_conv.onnx", calib, conv_only=True)
+    variants = {"fp32": a.fp32, "qdq": a.qdq, "qlinear": qlinear, "qlinear_conv": conv}
     if not a.no_ort_static:
         for act in ("u8", "s8"):
             variants[f"ort_static_{act}s8"] = ort_static(

@@ -54,6 +54,7 @@ class Int8Form(Choice):
 
     qdq = "qdq"  # the Q/DQ export as it is (the TensorRT form: on ORT, float convs + Q/DQ)
     qlinear = "qlinear"  # its deploy form for ORT's integer kernels (backends/ort_int8.py)
+    qlinear_conv = "qlinear_conv"  # the same with only the convs on integers: slower, closer
 
 
 CPU_NO_FP16 = (
@@ -145,7 +146,7 @@ class OrtBackend:
         # rect mode (ultralytics' val() default): each batch its own shape, so a dynamic export
         path = cached_export(job, deploy, d.batch, dynamic=d.rect)
         job.add_artifact("onnx", path)
-        if deploy.route == Route.qdq and self.cfg.int8_form == Int8Form.qlinear:
+        if deploy.route == Route.qdq and self.cfg.int8_form != Int8Form.qdq:
             path = self._qlinear(job, path, data)
             job.add_artifact("onnx_qlinear", path)
         threads = job_threads(self.cfg.threads)
@@ -159,17 +160,19 @@ class OrtBackend:
 
         s = job.settings
         n = min(self.cfg.qlinear_calib, s.data.calib.num)
-        key = (cache.file_hash(qdq, 16), s.model.imgsz, n, str(s.data.calib), ort.__version__)
+        form = Int8Form(self.cfg.int8_form)
+        key = (cache.file_hash(qdq, 16), s.model.imgsz, n, str(s.data.calib), ort.__version__, form)
         entry = job.cache(
             "onnx_qlinear", *key, cache.file_hash(Path(__file__).with_name("ort_int8.py"), 16)
         )
-        name = f"{qdq.stem}_qlinear.onnx"
+        name = f"{qdq.stem}_{form}.onnx"
 
         def build(tmp: Path) -> list[str]:
             log.info(
                 "writing the ONNX Runtime deploy form of %s (%d calibration images)", qdq.name, n
             )
-            deploy_form(qdq, tmp / name, data.calibration(s.model.imgsz, n))
+            calib = data.calibration(s.model.imgsz, n)
+            deploy_form(qdq, tmp / name, calib, conv_only=form == Int8Form.qlinear_conv)
             return [name]
 
         cache.cached(entry, build, meta={"kind": "onnx_qlinear"})

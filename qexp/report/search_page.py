@@ -103,10 +103,20 @@ def markdown(doc: dict, image: str | None = None) -> str:
         lines.append(f"  - {n} failed: {why}")
     b = doc.get("best")
     if b:
-        verdict = "faster" if b["speedup"] > 1 else "NOT faster"
+        ratio = (doc.get("side_by_side") or {}).get("ratio", b["speedup"])  # the re-timed one
+        verdict = "faster" if ratio > 1 else "NOT faster"
         lines += [
             f"- **best within budget: trial {b['number'] + 1}, {b['speedup']:.2f}× the reference "
             f"({verdict}), Δ {-b['loss_pt']:+.2f} pt {_ci(b)}**: `{b['label']}`",
+        ]
+        if doc.get("side_by_side"):
+            t = doc["side_by_side"]
+            lines.append(
+                f"- timed again side by side at the end ({t['rounds']} interleaved rounds of "
+                f"{t['calls']} calls, {t['threads']} thread(s)): reference {t['ref_ms']:.1f} ms, "
+                f"best {t['best_ms']:.1f} ms: **{t['ratio']:.2f}×**"
+            )
+        lines += [
             f"- recipe: `{doc.get('recipe_file', '')}` — reproduce: `{doc.get('reproduce', '')}`",
         ]
     else:

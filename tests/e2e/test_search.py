@@ -52,7 +52,7 @@ def test_a_three_trial_search(qexp):
     for t in trials:  # each trial's value is its record's speed against the reference's
         rec = read_record(t.user_attrs["job_dir"])
         assert rec.status == FINISHED and rec.choices["quantizer"] == t.params["quantizer"]
-        assert rec.info.get("ort_int8_form") == "qlinear"
+        assert rec.info.get("ort_int8_form") == t.params["backend.int8_form"]
         assert t.value == pytest.approx(speed(rec, ref)[1])
         assert t.user_attrs["loss_pt"] == pytest.approx(
             (ref.metrics["map50_95"] - rec.metrics["map50_95"]) * 100
@@ -65,6 +65,8 @@ def test_a_three_trial_search(qexp):
     assert best["speedup"] == max(t.value for t in trials)
     assert doc["counts"] == {"total": 3, "finished": 3, "within_budget": 3, "failed": 0}
     assert (sweep / "search.md").is_file() and (sweep / "search.png").is_file()
+    again_timed = doc["side_by_side"]  # the best and the reference re-timed in one process
+    assert again_timed["ref_ms"] > 0 and again_timed["best_ms"] > 0
 
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     exp = client.get_experiment_by_name("search_ci")
