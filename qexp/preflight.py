@@ -7,6 +7,11 @@
 - ``--config-dir DIR`` takes precedence over the packaged conf/: Hydra puts it after the
   primary config dir, so a copy of ``conf/model/yolov8n.yaml`` edited in DIR would be
   ignored. qexp makes DIR the primary dir and the packaged conf/ its fallback.
+
+:func:`compose_check` runs next, once the plugins are loaded (their schemas are part of the
+config): it composes what Hydra will and refuses, in one line, what Hydra or a job's config
+check would refuse, and an output dir that cannot be written. Everything refused here exits 2
+(README, exit codes), before any job runs.
 """
 
 from __future__ import annotations
@@ -190,30 +195,28 @@ def compose_check(p: Plan) -> None:
     if args.config_dir:
         where = f"file://{Path(args.config_dir).resolve()}"
         search.prepend("command-line", where, anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()  # a Hydra left set up by an earlier call in this process
     try:
         parsed = OverridesParser.create().parse_overrides(overrides=list(args.overrides))
         hydra = Hydra.create_main_hydra2(task_name="qexp", config_search_path=search)
         loader = hydra.config_loader
         columns = [_values(o, loader) for o in parsed]
-        multirun = bool(args.multirun) or hydra.get_mode(name, list(args.overrides)) == (
-            RunMode.MULTIRUN
-        )
-        swept = [c[0].split("=", 1)[0] for c in columns if len(c) > 1]
-        if swept and not multirun:
-            raise UsageError(
-                f"{', '.join(swept)}: several values listed; add -m to sweep them "
-                "(a list value is written key=[a,b])"
-            )
-        cfg = None
+        mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
+        cfg, multirun = None, bool(args.multirun)
         for i in range(max((len(c) for c in columns), default=1)):
             overrides = [c[min(i, len(c) - 1)] for c in columns]
             composed = hydra.compose_config(
-                name,
-                overrides,
-                run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
-                with_log_configuration=False,
+                name, overrides, run_mode=mode, with_log_configuration=False
             )
-            cfg = cfg or composed
+            if cfg is None:  # an experiment config may make it a sweep (hydra.mode)
+                cfg = composed
+                multirun = multirun or cfg.hydra.mode == RunMode.MULTIRUN
+                swept = [c[0].split("=", 1)[0] for c in columns if len(c) > 1]
+                if swept and not multirun:
+                    raise UsageError(
+                        f"{', '.join(swept)}: several values listed; add -m to sweep them "
+                        "(a list value is written key=[a,b])"
+                    )
             job = OmegaConf.masked_copy(composed, [str(k) for k in composed if k != "hydra"])
             validate(job)  # every job's check (bounds, +key= misspelt): here, for this one
     except ConfigError as e:

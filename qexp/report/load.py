@@ -195,7 +195,8 @@ def from_mlflow(
         rec = _record_of(row)
         row["artifacts"] = dict(rec.get("artifacts") or {})
         row[RECIPE] = recipe_of(rec.get("overrides") or [])
-        in_sweeps: list[str | None] = [*sweeps_of(t)] or [None]
+        own = t.get("qexp.sweep_id") or None  # None: a single job, outside any sweep
+        in_sweeps = [own, *(s for s in sweeps_of(t) if s != own)]
         for sweep_id in in_sweeps:  # a row in each sweep that has the job
             sweep_start = sweeps.get(sweep_id)
             when = pd.Timestamp(sweep_start, unit="ms", tz="UTC") if sweep_start else started

@@ -34,6 +34,75 @@ def _qexp_bare(*args: str, cwd=ROOT, timeout: float = 120) -> subprocess.Complet
     )
 
 
+# Command lines that load qexp's plugins (torch, ultralytics: seconds each) and stop before any
+# job runs: one subprocess types them all at the `qexp` entry point's main() (what
+# `sys.exit(main())` exits with), instead of one interpreter each.
+DRIVER = """
+import contextlib, io, json, sys
+from qexp.cli import main
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+    sys.argv = ["qexp", *argv]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main()
+        except SystemExit as e:  # Hydra's own flags (--hydra-help) exit from inside
+            code = e.code
+    results[name] = [code, out.getvalue(), err.getvalue()]
+print("RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def typed(tmp_path_factory):
+    """(dir, {name: (exit code, stdout, stderr)}) of the command lines in CASES' shape, typed in
+    one subprocess (DRIVER); the config dirs and files they name are made in dir."""
+    d = tmp_path_factory.mktemp("typed")
+    text = (CONF / "model" / "yolov8n.yaml").read_text()
+    mine = d / "myconf" / "model"
+    mine.mkdir(parents=True)
+    (mine / "yolov8n.yaml").write_text(text + "imgsz: 320\n")  # an edited packaged YAML
+    (mine / "mine.yaml").write_text(text.replace("name: yolov8n", "name: mine"))
+    bad = d / "badconf" / "model"
+    bad.mkdir(parents=True)  # a misspelt key in a user's YAML
+    (bad / "mine.yaml").write_text(text.replace("name: yolov8n", "name: mine") + "imgzs: 320\n")
+    (d / "a-file").write_text("")
+    cases = {name: [a.format(d=d) for a in argv] for name, argv in CASES.items()}
+    env = dict(os.environ, QEXP_ASSETS=str(ASSETS), PYTHONPATH=str(ROOT))
+    p = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(cases)],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return d, json.loads(p.stdout.split("RESULTS ", 1)[1])
+
+
+OUT = "paths.output_dir={d}/outputs"
+CASES = {
+    "hydra-help": ["--hydra-help"],
+    "cfg": ["--cfg", "job", "model=yolov5n"],
+    "config-dir copy": ["--config-dir", "{d}/myconf", "--cfg", "job"],
+    "config-dir new": ["--config-dir", "{d}/myconf", "--cfg", "job", "model=mine", "data=tiny"],
+    # refused, exit 2 (name: the refusal's one line must name this)
+    "unknown choice 'minmx' for observer": [OUT, "observer=minmx"],
+    "did you mean minmax?": ["-m", OUT, "observer=minmax,minmx"],
+    "model.imgsz=abc": [OUT, "model.imgsz=abc"],
+    "Error merging override model.imgsz=abc": ["-m", OUT, "model.imgsz=320,abc"],
+    "did you mean weights?": [OUT, "+model.wieghts=x.pt"],
+    "quantizer.w_bits=99": [OUT, "quantizer=ptq", "quantizer.w_bits=99"],
+    "Key 'imgzs' not in": ["--config-dir", "{d}/badconf", OUT, "model=mine"],
+    "add -m": [OUT, "observer=minmax,entropy"],
+    "paths.output_dir={d}/a-file/x: cannot write there": ["paths.output_dir={d}/a-file/x"],
+    "cannot write there": ["-m", "paths.output_dir={d}/a-file/x", "quantizer=none,fp16"],
+}
+REFUSED = list(CASES)[4:]
+
+
 # --- 10: help ----------------------------------------------------------------------------
 
 
@@ -64,14 +133,15 @@ def test_help_lists_commands_axes_and_examples(flag):
     assert len(examples) == 3 and all(e.strip().startswith("qexp ") for e in examples)
 
 
-def test_help_of_a_command_and_hydra_flags_still_work():
+def test_help_of_a_command_and_hydra_flags_still_work(typed):
     p = _qexp_bare("help", "ingest")
     assert p.returncode == 0 and "usage: qexp ingest" in p.stdout
-    hydra_help = _qexp_bare("--hydra-help")
-    assert hydra_help.returncode == 0 and "--config-dir" in hydra_help.stdout
-    cfg = _qexp_bare("--cfg", "job", "model=yolov5n")
-    assert cfg.returncode == 0, cfg.stderr
-    assert "name: yolov5n" in cfg.stdout and "family: yolov5" in cfg.stdout
+    _, said = typed
+    code, out, err = said["hydra-help"]
+    assert code == 0 and "--config-dir" in out, err
+    code, out, err = said["cfg"]
+    assert code == 0, err
+    assert "name: yolov5n" in out and "family: yolov5" in out
 
 
 # --- 2: a misspelt top-level key -----------------------------------------------------------
@@ -87,82 +157,31 @@ def test_misspelt_added_key_fails_before_anything_runs(tmp_path):
 
 # --- exit code 2: every command line qexp refuses, in one line, before anything runs -----
 
-# Each command line below loads qexp's plugins (torch, ultralytics: seconds) before it is
-# refused, so one subprocess runs them all through the `qexp` entry point's main() (what
-# `sys.exit(main())` exits with), instead of one interpreter each.
-DRIVER = """
-import contextlib, io, json, sys
-from qexp.cli import main
-results = []
-for argv in json.loads(sys.argv[1]):
-    sys.argv = ["qexp", *argv]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main()
-    results.append([code, err.getvalue()])
-print("RESULTS " + json.dumps(results))
-"""
 
-
-def test_refused_command_lines_exit_2_with_one_named_line(tmp_path):
-    mine = tmp_path / "myconf" / "model"
-    mine.mkdir(parents=True)
-    text = (CONF / "model" / "yolov8n.yaml").read_text().replace("name: yolov8n", "name: mine")
-    (mine / "mine.yaml").write_text(text + "imgzs: 320\n")  # a misspelt key in a user's YAML
-    a_file = tmp_path / "a-file"
-    a_file.write_text("")
-    out = f"paths.output_dir={tmp_path / 'outputs'}"
-    cases = {  # command line -> what its one line must name
-        (out, "observer=minmx"): "unknown choice 'minmx' for observer",
-        ("-m", out, "observer=minmax,minmx"): "did you mean minmax?",
-        (out, "model.imgsz=abc"): "model.imgsz=abc",
-        ("-m", out, "model.imgsz=320,abc"): "model.imgsz=abc",
-        (out, "+model.wieghts=x.pt"): "did you mean weights?",
-        (out, "quantizer=ptq", "quantizer.w_bits=99"): "quantizer.w_bits=99",
-        ("--config-dir", str(mine.parent), out, "model=mine"): "Key 'imgzs' not in",
-        (out, "observer=minmax,entropy"): "add -m",
-        (f"paths.output_dir={a_file}/x",): f"paths.output_dir={a_file}/x: cannot write there",
-        ("-m", f"paths.output_dir={a_file}/x", "quantizer=none,fp16"): "cannot write there",
-    }
-    env = dict(os.environ, QEXP_ASSETS=str(ASSETS), PYTHONPATH=str(ROOT))
-    p = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps([list(c) for c in cases])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    results = json.loads(p.stdout.split("RESULTS ", 1)[1])
-    for (argv, named), (code, err) in zip(cases.items(), results, strict=True):
-        assert code == 2, (argv, code, err)
-        # the one line, after the progress line of the plugins' loading (INFO) at most
-        lines = [x for x in err.strip().splitlines() if not x.startswith("INFO ")]
-        assert len(lines) == 1 and lines[0].startswith("qexp: "), (argv, err)
-        assert named in lines[0], (argv, lines[0])
-    assert not list(tmp_path.rglob("result.json")), "no job may run"
-    assert (
-        not (tmp_path / "outputs" / "sweeps").exists()
-        and not (tmp_path / "outputs" / "runs").exists()
-    )
+@pytest.mark.parametrize("named", REFUSED)
+def test_refused_command_lines_exit_2_with_one_named_line(typed, named):
+    d, said = typed
+    code, _, err = said[named]
+    assert code == 2, (CASES[named], code, err)
+    # one line (after the plugins' progress line, which only the first case prints)
+    lines = [x for x in err.strip().splitlines() if not x.startswith("INFO ")]
+    assert len(lines) == 1 and lines[0].startswith("qexp: "), err
+    assert named.format(d=d) in lines[0]
+    assert not list(d.rglob("result.json")), "no job may run"
+    assert not (d / "outputs" / "sweeps").exists() and not (d / "outputs" / "runs").exists()
 
 
 # --- 4: --config-dir, corrupt YAML ---------------------------------------------------------
 
 
-def test_config_dir_copy_of_a_packaged_yaml_takes_effect(tmp_path):
-    mine = tmp_path / "myconf"
-    (mine / "model").mkdir(parents=True)
-    text = (CONF / "model" / "yolov8n.yaml").read_text()
-    (mine / "model" / "yolov8n.yaml").write_text(text + "imgsz: 320\n")
-    (mine / "model" / "mine.yaml").write_text(text.replace("name: yolov8n", "name: mine"))
-    p = _qexp_bare("--config-dir", str(mine), "--cfg", "job")
-    assert p.returncode == 0, p.stderr
-    assert "imgsz: 320" in p.stdout, "the edited copy in --config-dir must win"
-    q = _qexp_bare("--config-dir", str(mine), "--cfg", "job", "model=mine", "data=tiny")
-    assert q.returncode == 0, q.stderr
-    assert "name: mine" in q.stdout and "imgsz: 640" in q.stdout and "name: tiny" in q.stdout
+def test_config_dir_copy_of_a_packaged_yaml_takes_effect(typed):
+    _, said = typed
+    code, out, err = said["config-dir copy"]
+    assert code == 0, err
+    assert "imgsz: 320" in out, "the edited copy in --config-dir must win"
+    code, out, err = said["config-dir new"]
+    assert code == 0, err
+    assert "name: mine" in out and "imgsz: 640" in out and "name: tiny" in out
 
 
 def test_corrupt_yaml_is_named_with_its_line_first(tmp_path):
@@ -239,11 +258,13 @@ def test_ingest_of_a_folder_without_records_exits_nonzero(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.db"]  # no store made for it
 
 
-def _sweep_with_unreadable_records(tmp_path, bad: int = 1):
-    """A copy of a real sweep's records (tests/fixtures/sweep_cpu_observers), ``bad`` of them
-    made unreadable (truncated JSON, as a full disk or a copy cut short leaves them)."""
+def _sweep_with_unreadable_records(tmp_path, bad: int = 1, jobs: int | None = None):
+    """A copy of a real sweep's records (tests/fixtures/sweep_cpu_observers; its first
+    ``jobs``), ``bad`` of them made unreadable (truncated JSON, as a full disk or a copy cut
+    short leaves them)."""
     sweep = tmp_path / "sweeps" / "cpu_observers" / "2026-11-26_13-06-50"
-    shutil.copytree(FIXTURE, sweep)
+    for job in sorted(FIXTURE.glob("*/result.json"))[:jobs]:
+        shutil.copytree(job.parent, sweep / job.parent.name)
     paths = sorted(sweep.rglob("result.json"))
     for path in paths[:bad]:
         path.write_text(path.read_text()[:100])
@@ -251,10 +272,10 @@ def _sweep_with_unreadable_records(tmp_path, bad: int = 1):
 
 
 def test_ingest_exits_1_when_records_are_unreadable(tmp_path):
-    sweep, bad, good = _sweep_with_unreadable_records(tmp_path, bad=2)
+    sweep, bad, good = _sweep_with_unreadable_records(tmp_path, bad=2, jobs=3)
     p = _qexp_bare("ingest", str(sweep), "--uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert p.returncode == 1, p.stdout + p.stderr
-    assert f"ingested {good} new" in p.stdout and "2 unreadable" in p.stdout
+    assert good == 1 and "ingested 1 new" in p.stdout and "2 unreadable" in p.stdout
     for path in bad:
         assert str(path) in p.stderr
 

@@ -25,6 +25,7 @@ from qexp.record import FINISHED, RUNNING, find_records, read_record
 from qexp.tracking import server
 from qexp.tracking.ingest import IngestCount, ingest
 from tests.conftest import ASSETS, CHEAP_JOB, ROOT
+from tests.unit.tracking.resume_sweeps import check_one_run_per_job, three_sweeps
 
 pytestmark = pytest.mark.assets
 
@@ -153,13 +154,17 @@ def test_tracking_server_down_records_stay_and_ingest_recovers(qexp, tracking_se
     assert ingest([qexp.out / "sweeps"], uri=info.uri) == IngestCount(present=2)
 
 
-def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server, tmp_path, monkeypatch):
+def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server):
     info, srv_out = tracking_server
     server.start(srv_out, port=info.port)  # no-op when the previous test restarted it
-    home = tmp_path / "home"  # a user's home: qexp keeps its locks under QEXP_HOME, not here
-    monkeypatch.setenv("HOME", str(home))
-    sweep = ("-m", "seed=0,1", "tracking=mlflow_server", f"tracking.uri={info.uri}", *CHEAP_JOB)
-    qexp(*sweep, "experiment_name=server_up")
+    qexp(
+        "-m",
+        "seed=0,1",
+        "tracking=mlflow_server",
+        f"tracking.uri={info.uri}",
+        *CHEAP_JOB,
+        "experiment_name=server_up",
+    )
     recs = [read_record(r) for r in find_records(qexp.out / "sweeps")]
     client = MlflowClient(info.uri)
     exp = client.get_experiment_by_name("server_up")
@@ -168,18 +173,23 @@ def test_server_up_sweep_logs_every_run_and_metric(qexp, tracking_server, tmp_pa
     assert set(jobs) == {r.record_id for r in recs} and len(recs) == 2
     for r in recs:
         assert jobs[r.record_id].data.metrics == pytest.approx(r.metrics)
-    assert not (home / ".cache" / "qexp").exists()
 
-    # the same sweep again resumes both jobs: still one run each, filed under both sweeps
-    qexp(*sweep, "experiment_name=server_up")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    again = [r for r in runs if r.data.tags["qexp.kind"] == "job"]
-    assert sorted(r.info.run_id for r in again) == sorted(r.info.run_id for r in jobs.values())
-    sweeps = {p.parent.parent for p in find_records(qexp.out / "sweeps")}
-    assert len(sweeps) == 2 and len(runs) == 4  # + a parent run per sweep
-    for run in again:
-        later = [v for k, v in run.data.tags.items() if k.startswith("qexp.also_in.")]
-        assert {run.data.tags["qexp.sweep_id"], *later} == {str(s) for s in sweeps}
+
+def test_a_server_store_keeps_one_run_per_job_of_a_resumed_sweep(
+    tracking_server, tmp_path, monkeypatch
+):
+    """A sweep run three times (its records: tests/unit/tracking/resume_sweeps.py) logged to
+    the real `mlflow server`: a run per job, filed under every sweep, a parent per sweep; the
+    sink's locks for a server store live under QEXP_HOME, not in the user's ~/.cache."""
+    info, srv_out = tracking_server
+    server.start(srv_out, port=info.port)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    sweeps = three_sweeps(tmp_path)
+    assert ingest([tmp_path / "sweeps"], uri=info.uri) == IngestCount(logged=6)
+    check_one_run_per_job(info.uri, sweeps)
+    assert not (home / ".cache" / "qexp").exists()
+    assert list(Path(os.environ["QEXP_HOME"]).glob(".qexp-*.lock"))
 
 
 @pytest.fixture

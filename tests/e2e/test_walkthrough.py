@@ -1,9 +1,10 @@
 """README's "Your first sweep" runs as written: its commands, from another directory and from
 the repository root (a copy of the tree made of links, so the clone's own outputs/ stay
-untouched)."""
+untouched); then the sweep twice more, as the README says to: one MLflow run per job."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -67,3 +68,49 @@ def test_first_sweep_runs_as_written(tmp_path, where):
     assert all(0 < r.metrics["map50_95"] < 1 for r in recs if r.status == FINISHED)
     for row in ("none", "ptq", "entropy", "map50_95"):
         assert row in report
+
+    # "Run the same command again": twice more. Nothing is recomputed, and MLflow still holds
+    # one run per job (each filed under the three sweeps), each artifact uploaded once, one row
+    # per job in the dashboard's first view; the latest sweep's table is the same one
+    for argv in (commands[1], commands[1], commands[2]):
+        p = subprocess.run(
+            [sys.executable, "-m", "qexp.cli", *argv[1:]],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        assert "is missing; not logged" not in p.stdout + p.stderr
+    assert p.stdout == report
+    measured = {r.record_id for r in recs if r.status == FINISHED}
+    for later in sorted((cwd / "outputs" / "sweeps" / "first_sweep").iterdir())[1:]:
+        again = [read_record(r) for r in find_records(later)]
+        reused = {r.record_id for r in again if r.status == FINISHED and r.resumed_from}
+        assert reused == measured  # the same records, not measured again
+    _one_run_per_job(cwd / "outputs", "first_sweep", sweeps=3)
+
+
+def _one_run_per_job(out: Path, experiment: str, sweeps: int) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from qexp.tracking.mlflow_view import VIEW_TAG
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    jobs = [r for r in runs if r.data.tags["qexp.kind"] == "job"]
+    assert len(runs) - len(jobs) == sweeps  # a parent run per sweep
+    assert len(jobs) == 4, sorted(r.info.run_name for r in jobs)  # a run per job
+    dirs = sorted(str(d) for d in (out / "sweeps" / experiment).iterdir())
+    for run in jobs:  # run (or skipped) in the first sweep, filed under the others too
+        later = [v for k, v in run.data.tags.items() if k.startswith("qexp.also_in.")]
+        assert sorted([run.data.tags["qexp.sweep_id"], *later]) == dirs
+    store = out / "mlartifacts" / experiment
+    onnx = [f.name for f in store.rglob("*.onnx")]
+    assert len(onnx) == len(set(onnx)) == 3, onnx  # fp32 and two Q/DQ graphs, once each
+    assert not list(store.glob("*/artifacts/artifacts"))  # job files at the run's root
+    # the dashboard's first view ("qexp: jobs by mAP"), as MLflow's UI asks for it
+    state = json.loads(json.loads(exp.tags[VIEW_TAG])["state"])
+    rows = client.search_runs(
+        [exp.experiment_id], state["searchFilter"], order_by=[f"{state['orderByKey']} DESC"]
+    )
+    keys = [(r.data.params["quantizer"], r.data.params["observer"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4, keys

@@ -13,8 +13,9 @@ def test_formats_to_files(observer_sweep, tmp_path, capsys):
         assert main(["--records", str(observer_sweep), "--format", fmt, "--out", str(out)]) == 0
         assert out.exists() and out.stat().st_size > 100
     assert json.loads((tmp_path / "t.json").read_text())["table"][0]["quantizer"] == "none"
-    # the HTML page is one file: its plots are inside it, nothing lands beside it
-    assert not list(tmp_path.glob("*.png"))
+    # the HTML page holds its plots: nothing is written beside it
+    written = sorted(x.name for x in tmp_path.iterdir() if x.is_file())
+    assert written == ["t.csv", "t.html", "t.json", "t.md"]
     assert "data:image/png;base64," in (tmp_path / "t.html").read_text()
     assert "wrote" in capsys.readouterr().out
 
