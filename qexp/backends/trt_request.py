@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 # every other field of protocol.Request is the backend option of the same name.
 JOB_FIELDS = ("onnx", "engine", "out_dir", "precision", "route", "calibrator", "calib_dir",
               "calib_cache", "dynamic_range", "eval_input", "timing_cache", "latency_lock",
-              "batch_sizes")  # fmt: skip
+              "build_slots", "batch_sizes")  # fmt: skip
 
 
 def worker_request(b: TensorRTBackendConfig, **job: Any) -> protocol.Request:

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -151,14 +152,42 @@ def _gpu_lock_files(path: str) -> Iterator[tuple[IO[str], IO[str]]]:
 
 
 @contextlib.contextmanager
-def building(path: str | None) -> Iterator[None]:
+def build_slot(path: str | None, slots: int | None, poll_s: float = 0.5) -> Iterator[None]:
+    """One of ``slots`` build slots of this GPU (``<path>.slot<k>``, flocked): however many
+    qexp processes share the GPU (two sweeps started side by side, a search beside a matrix),
+    at most ``slots`` of them build on it at once. None or 0: no cap."""
+    if not path or not slots:
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        for k in range(int(slots)):
+            f = open(f"{path}.slot{k}", "a")  # noqa: SIM115 (held until the build ends)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+            return
+        time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def building(path: str | None, slots: int | None = None) -> Iterator[None]:
     """Held while this process builds on its GPU: builds of other jobs run beside it (shared
-    lock), a timing waits for them (``timing_alone``), and a build does not start while a
-    timing waits or runs (the gate), so timings are never starved by a stream of builds."""
+    lock), at most ``slots`` at once host-wide (``build_slot``), a timing waits for them
+    (``timing_alone``), and a build does not start while a timing waits or runs (the gate), so
+    timings are never starved by a stream of builds. The slot is taken before the gate: a build
+    waiting for a slot never holds up a timing."""
     if not path:
         yield
         return
-    with _gpu_lock_files(path) as (gate, f):
+    with build_slot(path, slots), _gpu_lock_files(path) as (gate, f):
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(f, fcntl.LOCK_SH)
         fcntl.flock(gate, fcntl.LOCK_UN)

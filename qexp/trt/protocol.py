@@ -63,6 +63,7 @@ class Request:
     iters: int = 200
     cuda_graph: bool = True
     latency_lock: str | None = None  # a file locked host-wide while latency is timed
+    build_slots: int | None = None  # builds at once on this GPU, host-wide (None: no cap)
     profile_iters: int = 20
     log_level: str = "warning"  # TensorRT logger: error | warning | info | verbose
     # trt.PreviewFeature members to enable (e.g. PROFILE_SHARING_0806: one tactic search shared
@@ -113,8 +114,8 @@ class Request:
 # build up and changes nothing it must build). A field added to Request is keyed unless named.
 NOT_IN_ENGINE = frozenset({"engine", "out_dir", "calib_cache", "timing_cache", "build_profile",
                            "reuse_engine", "eval_input", "eval_batch", "eval_all_batches",
-                           "warmup", "iters", "cuda_graph", "latency_lock", "profile_iters",
-                           "log_level"})  # fmt: skip
+                           "warmup", "iters", "cuda_graph", "latency_lock", "build_slots",
+                           "profile_iters", "log_level"})  # fmt: skip
 # Fields the build reads on one route only (on the others they are keyed as None, so that
 # backend.calib_batch, say, does not rebuild the fp16 engine).
 ROUTE_ONLY = {"calibrator": "trt_builtin", "calib_dir": "trt_builtin", "calib_batch": "trt_builtin"}

@@ -150,7 +150,8 @@ def build_or_reuse(req: Request, trt: Any, logger: Any, cuda: Any, resp: Respons
             logger.raw = gzip.open(os.path.join(req.out_dir, "build_log.txt.gz"), "wt")  # noqa: SIM115
         try:
             t = time.perf_counter()
-            with execute.building(execute.gpu_lock_path(req.latency_lock, resp.device)):
+            lock = execute.gpu_lock_path(req.latency_lock, resp.device)
+            with execute.building(lock, req.build_slots):
                 resp.timings["build_lock_wait"] = time.perf_counter() - t
                 plan, stats = build.build(trt, req, logger, cuda, logger)
         finally:

@@ -53,7 +53,8 @@ OTHER = {"engine": "/e.plan", "out_dir": "/elsewhere", "precision": "fp16", "rou
          "calib_batch": 8, "build_profile": True, "fp16_fallback": False, "tf32": True,
          "batch_sizes": [1], "reuse_engine": False, "eval_input": "/x.npy", "eval_batch": 32,
          "eval_all_batches": False, "warmup": 1, "iters": 2, "cuda_graph": False,
-         "latency_lock": "/l.lock", "profile_iters": 0, "log_level": "verbose",
+         "latency_lock": "/l.lock", "build_slots": 2, "profile_iters": 0,
+         "log_level": "verbose",
          "preview_features": ["PROFILE_SHARING_0806"]}  # fmt: skip
 
 

@@ -59,3 +59,44 @@ def test_builds_overlap_and_timing_waits_for_them(tmp_path):
         t.join(10)
     assert events.index("timing") > max(events.index("a out"), events.index("b out"))
     assert events.index("late in") > events.index("timing")
+
+
+def test_build_slots_cap_the_builds_of_every_process_on_a_gpu(tmp_path):
+    """Two sweeps side by side on one GPU (threads here: each open() is its own flock holder,
+    as each process's is) build at most ``slots`` engines at once; the rest wait their turn."""
+    path = str(tmp_path / "gpu-x.builds")
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def build() -> None:
+        with execute.building(path, slots=2):
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.3)
+            with guard:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=build) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert most[0] == 2  # two at once, never three
+
+
+def test_no_slots_means_no_cap(tmp_path):
+    path = str(tmp_path / "gpu-x.builds")
+    three_in = threading.Barrier(3, timeout=10)
+
+    def build() -> None:
+        with execute.building(path, slots=None):
+            three_in.wait()  # all three hold the lock at once, or this times out
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert not three_in.broken
