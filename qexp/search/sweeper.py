@@ -14,6 +14,8 @@ adds what a recipe search needs around it:
   - a persistent study: ``n_trials`` is the study's total, so re-running a stopped search
     runs only the trials it lacks, and every trial that repeats a FINISHED job is free
     (qexp's resume by config hash), also from another sweep dir or machine with the records;
+  - ``enqueue``: recipes tried first in a new study (the best hand-written row), so the
+    search is measured beside it in the same sweep and starts from what is known;
   - a progress line per trial, and at the end the search summary, the best recipe as a
     ``recipe/<name>.yaml``, its MLflow tags and the report page (qexp/search/finish.py).
 """
@@ -138,16 +140,20 @@ class Search:
         recipe_name: str = "search_best",
         recipe_dir: str | None = None,
         max_failure_rate: float = 1.0,
+        enqueue: list[dict[str, Any]] | None = None,
     ) -> None:
         self.budget_pt, self.strict, self.metric = float(budget_pt), bool(strict), str(metric)
         self.resamples, self.total = int(resamples), int(n_trials)
         self.reference = list(reference or ["quantizer=none"])
         self.conditional = {str(k): dict(v) for k, v in (conditional or {}).items()}
         self.recipe_name, self.recipe_dir = str(recipe_name), recipe_dir
+        self.enqueue = [dict(e) for e in (enqueue or [])]
         self.fixed: dict[str, Any] = {}
         self.ref: Record | None = None
         # constraints_func is "experimental" in Optuna since 2.5; its interface is all we use
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # Optuna 5 deprecates it for Trial.set_constraint (removal in 7); Optuna 4 lacks that
+        warnings.filterwarnings("ignore", message=".*constraints_func.*", category=FutureWarning)
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=n_startup_trials, constraints_func=constraints
         )
@@ -210,6 +216,9 @@ class Search:
             direction="maximize",
             load_if_exists=True,
         )
+        if not study.trials:  # a new study: the known recipes first, then the sampler's
+            for params in self.enqueue:
+                study.enqueue_trial(params)
         done = sum(t.state in DONE for t in study.trials)
         self.impl.n_trials = max(0, self.total - done)
         if done:

@@ -13,8 +13,12 @@
 #   precheck   the pre-build check on a graph TensorRT 8.6 refuses (tests/gpu/test_precheck_gpu.py)
 #   matrix     the architecture matrix, builds side by side (scripts/gpu/matrix.sh)
 #   alone      engines of the matrix rebuilt one at a time, for the pool's quality check
-# Never start two steps that build engines at once on the same GPUs: the host-wide latency lock
-# keeps two jobs from timing together, not a build from running beside a timing.
+#   archfix    the matrix rows the placement rules changed (yolo11n, yolov10n, yolo26n Q/DQ;
+#              precheck.json says if a pair was still dropped) and yolo12n (fp16 + Q/DQ, the dynamic-batch fix)
+#   search     the recipe search on TensorRT (scripts/gpu/search.sh, experiment=int8_search_trt)
+# Two sessions may run side by side on one GPU (bash scripts/gpu/start.sh s2 bash
+# scripts/gpu/session.sh STEP): builds take one of jobs_per_gpu build slots host-wide and a
+# timing takes the GPU alone (qexp/trt/execute.py), whichever command they belong to.
 set -u
 S=${STAGE:-$HOME/stage}
 . "$S/env.sh"
@@ -27,6 +31,17 @@ papers() {
     python3 -m qexp.cli "paper=$p" backend=tensorrt tracking=none hydra/launcher=local_gpus \
       "paths.output_dir=$out" || rc=1
   done
+  return $rc
+}
+archfix() {
+  local rc=0
+  bash scripts/gpu/matrix.sh model.weights=yolo12n.yaml quantizer=fp16 \
+    "hydra.sweep.dir=$out/sweeps/arch_matrix/yolo12n-fp16" &
+  local fp16=$!
+  sleep 60  # the long fp16 build takes its slot first: it sets the first wave's length
+  bash scripts/gpu/matrix.sh model.weights=yolo11n.yaml,yolov10n.yaml,yolo26n.yaml,yolo12n.yaml \
+    quantizer=ptq_trt || rc=1
+  wait $fp16 || rc=1
   return $rc
 }
 steps=("$@")
@@ -44,6 +59,8 @@ for s in "${steps[@]}"; do
     precheck) step precheck python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/gpu/test_precheck_gpu.py ;;
     matrix) step matrix bash scripts/gpu/matrix.sh ;;
     alone) step alone bash scripts/gpu/alone.sh ;;
+    archfix) step archfix archfix ;;
+    search) step search bash scripts/gpu/search.sh ;;
     bench) step bench python3 scripts/gpu/bench_build.py --per-gpu 1 --timeout 300 ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
