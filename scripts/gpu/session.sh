@@ -35,8 +35,9 @@ papers() {
 }
 archfix() {
   local rc=0
-  bash scripts/gpu/matrix.sh model.weights=yolo12n.yaml quantizer=fp16 \
-    "hydra.sweep.dir=$out/sweeps/arch_matrix/yolo12n-fp16" &
+  # FP16_MODELS: on another GPU model than the first matrix's H100, every fp16 reference again
+  bash scripts/gpu/matrix.sh "model.weights=${FP16_MODELS:-yolo12n.yaml}" quantizer=fp16 \
+    "hydra.sweep.dir=$out/sweeps/arch_matrix/fp16-$(date +%H%M%S)" &
   local fp16=$!
   sleep 60  # the long fp16 build takes its slot first: it sets the first wave's length
   bash scripts/gpu/matrix.sh model.weights=yolo11n.yaml,yolov10n.yaml,yolo26n.yaml,yolo12n.yaml \
