@@ -13,7 +13,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from qexp import gpus
+from qexp import gpu_share
 from qexp.config import schema as s
 from qexp.config.settings import BASE_SCHEMAS, PLUGIN_AXES
 from qexp.plugins import load_plugins
@@ -24,9 +24,9 @@ def register_configs() -> None:
     ``$QEXP_PLUGINS``, is stored by the next call). Called by the CLI and by tests."""
     load_plugins()
     # ${qexp_gpus:} in launcher configs: one parallel job per GPU of this machine
-    OmegaConf.register_new_resolver("qexp_gpus", gpus.gpu_count, replace=True)
+    OmegaConf.register_new_resolver("qexp_gpus", gpu_share.gpu_count, replace=True)
     # ${qexp_gpu_jobs:}: jobs at once on them (builds share a GPU, timings take it alone)
-    OmegaConf.register_new_resolver("qexp_gpu_jobs", gpus.gpu_jobs, replace=True)
+    OmegaConf.register_new_resolver("qexp_gpu_jobs", gpu_share.gpu_jobs, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qexp_config", node=s.Config)
     for axis, schema in BASE_SCHEMAS.items():

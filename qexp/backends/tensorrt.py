@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qexp import gpus
+from qexp import gpu_share
 from qexp.backends import trt_precheck
 from qexp.backends import trt_stage as stage
 from qexp.backends.trt_client import TensorRTError, call_worker, probe, probe_cfg, worker_env
@@ -172,7 +172,7 @@ class TensorRTBackend:
             dynamic_range=dr, eval_input=str(images), batch_sizes=sizes,
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
             latency_lock=str(lock) if b.latency_lock else None,
-            build_slots=gpus.jobs_per_gpu() if b.latency_lock else None,
+            build_slots=gpu_share.jobs_per_gpu() if b.latency_lock else None,
         )  # fmt: skip
         engine = job.cache("trt_engine", engine_key(req, p)) / "engine.plan"
         built = b.reuse_engine and engine.exists() and Path(f"{engine}.json").exists()

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from qexp import gpus
+from qexp import gpu_share, gpus
 from qexp.trt.execute import host_lock
 from tests.conftest import ROOT
 
@@ -48,10 +48,10 @@ def test_no_claim_without_a_parallel_launcher_or_a_second_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpus.claim_for_launcher(None) is None
     assert gpus.claim_for_launcher(4) is None  # one GPU: nothing to spread over
-    assert gpus.visible_gpus() == ["3"] and gpus.gpu_count() == 1
+    assert gpu_share.visible_gpus() == ["3"] and gpu_share.gpu_count() == 1
     monkeypatch.delenv("QEXP_GPU_COUNT")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert gpus.visible_gpus() == [] and gpus.gpu_count() == 1
+    assert gpu_share.visible_gpus() == [] and gpu_share.gpu_count() == 1
 
 
 def test_a_job_that_claimed_a_gpu_still_counts_the_hosts_gpus(monkeypatch):
