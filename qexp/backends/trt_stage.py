@@ -35,11 +35,12 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     """Copy ``src`` with a symbolic batch axis (no-op copy when it already has one).
 
     A static export bakes the batch into Reshape shape constants (YOLO heads: ``view(b, no,
-    -1)``). Those whose leading entry is the batch get -1 (when no other entry is -1) or 0
-    (ONNX: copy that dim from the input), which keeps the graph valid at any batch; so do those
-    that fold a per-image count into the batch of a batch-led tensor (``view(b * k, ...)``,
-    yolo12's area attention; -1 when no other entry is -1); Resize
-    sizes that carry the batch become scales (:func:`_resize_by_scales`).
+    -1)``; yolo12's area attention folds its areas into the batch, ``view(b * k, ...)``, reshapes
+    that folded tensor again and unfolds it). A Reshape of a tensor that carries the batch on
+    its leading axis (:func:`_batch_led`) keeps it there, k per image: its constant shape gets
+    -1 as the leading entry when no other entry is -1, else 0 (ONNX: copy that dim from the
+    input) when the leading dim is unchanged; anything else is refused with the node's name.
+    Resize sizes that carry the batch become scales (:func:`_resize_by_scales`).
     """
     import onnx  # here, as in static_batch: importing the backend stays cheap (plugins load it)
     from onnx import numpy_helper
@@ -64,9 +65,10 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
     del g.value_info[:]  # intermediate shapes were inferred at the static batch
     inits = {i.name: i for i in g.initializer}
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+    led = _batch_led(g)
     changed = 0
     for n in g.node:
-        if n.op_type != "Reshape" or len(n.input) < 2:
+        if n.op_type != "Reshape" or len(n.input) < 2 or n.input[0] not in led:
             continue
         name = n.input[1]
         shape = _constant(name, inits, consts)
@@ -74,23 +76,20 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
             continue  # computed at run time (Shape -> Gather ...): already batch-agnostic
         if shape.ndim != 1 or shape.size == 0:
             continue
-        lead, rest = int(shape[0]), shape[1:].tolist()
-        data = static.get(n.input[0])
-        if lead == b0:  # view(b, ...): the batch stays the leading dim
-            allowzero = any(a.name == "allowzero" and a.i for a in n.attribute)
-            new = shape.copy()
-            if -1 not in rest:
-                new[0] = -1
-            elif not allowzero:
-                new[0] = 0
-            else:
-                raise ValueError(f"{src}: cannot make Reshape {n.name} batch-agnostic")
-        elif lead > b0 and lead % b0 == 0 and data and data[0] == b0 and -1 not in rest:
-            # view(b * k, ...) of a tensor led by the batch (yolo12's area attention folds its
-            # areas into the batch): the leading dim is k per image, so -1 keeps it k * batch
-            new = shape.copy()
-            new[0] = -1
+        rest = shape[1:].tolist()
+        data, result = static.get(n.input[0]), static.get(n.output[0])
+        allowzero = any(a.name == "allowzero" and a.i for a in n.attribute)
+        new = shape.copy()
+        if -1 not in rest:
+            new[0] = -1  # the leading dim is whatever is left: k per image times the batch
+        elif data and result and data[0] == result[0] and not allowzero:
+            new[0] = 0
         else:
+            raise ValueError(
+                f"{src}: cannot make Reshape {n.name} batch-agnostic (shape {shape.tolist()} "
+                f"of a {data} tensor): its leading dim changes and another dim is -1"
+            )
+        if np.array_equal(new, shape):
             continue
         tensor = numpy_helper.from_array(new.astype(shape.dtype), f"{name}_dynbatch_{changed}")
         g.initializer.append(tensor)  # a fresh constant: the old one may have other users
@@ -112,6 +111,22 @@ def dynamic_batch(src: Path, dst: Path) -> Path:
         resized,
     )
     return dst
+
+
+def _batch_led(g: Any) -> set[str]:
+    """The tensors that carry the batch on their leading axis: the image input and everything
+    computed from it, but the shape arithmetic (Shape/Size and what follows from them only) and
+    the shape operand of a Reshape/Expand/Resize, which are vectors, not batches. YOLO graphs
+    never move the batch off axis 0, which is what a Reshape rewrite relies on."""
+    led = {g.input[0].name}
+    data_only = {"Reshape": 1, "Expand": 1, "Resize": 1, "Tile": 1}  # op -> data inputs
+    for n in g.node:  # ONNX nodes are in topological order
+        if n.op_type in ("Shape", "Size"):
+            continue
+        inputs = n.input[: data_only.get(n.op_type, len(n.input))]
+        if any(i in led for i in inputs):
+            led.update(n.output)
+    return led
 
 
 def _constant(name: str, inits: dict, consts: dict) -> np.ndarray | None:

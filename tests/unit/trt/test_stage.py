@@ -48,7 +48,9 @@ def test_dynamic_batch_matches_per_image_runs(tmp_path):
 
 class AreaNet(nn.Module):
     """yolo12's area attention: the areas of an image folded into the batch, view(b * 4, ...),
-    then back. TensorRT refused yolo12n at batch 32 with the batch-1 constant (4, 64, 8)."""
+    the folded tensor split into heads, view(b * 4, n, heads, d), then back. TensorRT refused
+    yolo12n at batch 32 with the batch-1 constant (4, 64, 8), then (the Q/DQ graph, the heads'
+    reshape of a tensor whose leading dim was already 4 at batch 1) with (4, 400, 2, 96)."""
 
     def __init__(self):
         super().__init__()
@@ -58,7 +60,9 @@ class AreaNet(nn.Module):
         y = self.conv(x)  # (b, 8, 16, 16)
         b, c, h, w = y.shape
         areas = y.flatten(2).transpose(1, 2).reshape(b * 4, h * w // 4, c)
-        mixed = areas.softmax(1) * areas
+        # an op between the two reshapes (a Q/DQ pair in qexp's export) keeps them apart
+        heads = areas.sigmoid().reshape(b * 4, h * w // 4, 2, c // 2)
+        mixed = (heads.softmax(1) * heads).reshape(b * 4, h * w // 4, c)
         return mixed.reshape(b, h * w, c).transpose(1, 2)
 
 
