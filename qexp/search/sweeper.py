@@ -102,7 +102,12 @@ class _ScoredLauncher:
 
     def launch(self, overrides: list[Any], initial_job_idx: int) -> list[JobReturn]:
         o = self.owner
-        rets = self.launcher.launch(overrides, initial_job_idx=initial_job_idx + 1)
+        if o.ref is None:  # the first wave: the reference row (job 0) runs beside its trials
+            rets = self.launcher.launch([o.reference_overrides(), *overrides], initial_job_idx=0)
+            o.ref = o.reference_record(rets[0])
+            rets = rets[1:]
+        else:
+            rets = self.launcher.launch(overrides, initial_job_idx=initial_job_idx + 1)
         for trial, ret in zip(o.impl.pending, rets, strict=True):
             s = o.score_of(ret)
             for k, v in s.attrs().items():
@@ -190,14 +195,12 @@ class Search:
     def progress(self, trial: optuna.trial.Trial, s: Score) -> None:
         print(finish.progress_line(self, trial.number, s), flush=True)
 
-    def _run_reference(self, arguments: list[str]) -> Record:
-        params = self.impl._parse_sweeper_params_config() + list(arguments)
-        dists, fixed = create_params_from_overrides(params)
-        self.fixed = fixed
+    def reference_overrides(self) -> tuple[str, ...]:
+        """The reference row's command line: the sweep's fixed overrides, the reference's own."""
         keys = {r.partition("=")[0] for r in self.reference}
-        base = [f"{k}={v}" for k, v in fixed.items() if k not in keys]
-        launcher = self.impl.launcher.launcher  # type: ignore[union-attr]
-        (ret,) = launcher.launch([tuple(base + self.reference)], initial_job_idx=0)
+        return tuple([f"{k}={v}" for k, v in self.fixed.items() if k not in keys] + self.reference)
+
+    def reference_record(self, ret: JobReturn) -> Record:
         rec = read_record(job_dir_of(ret))
         if rec.status != "FINISHED":
             why = (rec.error or rec.reason or "").strip().splitlines()
@@ -207,8 +210,19 @@ class Search:
             )
         return rec
 
+    def _run_reference(self) -> Record:
+        """The reference alone (job 0): when no trial is left to run beside it (a finished
+        search re-run for its report: the reference is then a reused record)."""
+        launcher = self.impl.launcher.launcher  # type: ignore[union-attr]
+        (ret,) = launcher.launch([self.reference_overrides()], initial_job_idx=0)
+        return self.reference_record(ret)
+
     def sweep(self, arguments: list[str]) -> None:
-        self.ref = self._run_reference(arguments)
+        # the reference row (fp32 on ORT, fp16 on TensorRT) is built beside the first wave of
+        # trials (_ScoredLauncher), not before it: on TensorRT its cold build is a wave's length
+        params = self.impl._parse_sweeper_params_config() + list(arguments)
+        self.fixed = create_params_from_overrides(params)[1]
+        self.ref = None
         study = optuna.create_study(
             study_name=self.impl.study_name,
             storage=self.impl.storage,
@@ -233,6 +247,8 @@ class Search:
             except ValueError as e:  # the Optuna sweeper's study.best_trial: none completed
                 if "trials are completed" not in str(e):
                     raise
+        if self.ref is None:
+            self.ref = self._run_reference()
         finish.finish(
             self, optuna.load_study(study_name=study.study_name, storage=str(self.impl.storage))
         )
