@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: pack the records under $QEXP_OUT (result.json, config.yaml, artifacts/,
 # the resume index, worker logs, requests; the calibration statistics, TensorRT calibration
-# caches and pre-build verdicts, so the next lease exports byte-identical ONNX and finds its
+# caches and pre-build verdicts, the search's Optuna study (optuna.db), so the next lease
+# continues the study, exports byte-identical ONNX and finds its
 # engines by the same key) into $OUT/records.tgz, and the engines built since
 # the last call (qexp's engine cache, cache/trt_engine/<key>/engine.plan + .json) into
 # $OUT/engines-NN.tar, at most ENGINE_MIB (44) MiB a call in files of <= 15 MiB, so that with the
@@ -18,7 +19,7 @@ extra=()
 [ "${COLLECT_BUILD_LOGS:-0}" = 1 ] && extra=(-o -name build_log.txt.gz)
 find . \( -name result.json -o -name config.yaml -o -name calibration.json -o -path '*/artifacts/*' -o -name worker.log \
        -o -path './index/*.txt' -o -path './cache/calib/*' -o -path './cache/trt_calib/*' -o -path './cache/trt_precheck/*' \
-       -o -name 'request*.json' -o -name '*.log' "${extra[@]}" \) -type f -size -8M -print0 |
+       -o -name 'request*.json' -o -name '*.log' -o -name optuna.db "${extra[@]}" \) -type f -size -8M -print0 |
   tar --null -czf "$dest/records.tgz" --files-from=-
 ls -la "$dest/records.tgz"
 [ -d cache/trt_engine ] || exit 0
