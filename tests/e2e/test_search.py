@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 from qexp.record import FINISHED, read_record
 from qexp.search.objective import speed
 
-# 4 jobs and 3 commands: ~1.5 min on 2 busy cores; the default run checks the pieces on the
-# records of such a search (tests/unit/search/)
-pytestmark = [pytest.mark.assets, pytest.mark.slow]
+# 4 jobs and 3 commands: ~55 s on 2 busy cores; in the default run, as CI's one end-to-end
+# search (tests/unit/search/ checks the pieces on the records of such a search)
+pytestmark = [pytest.mark.assets]
 
 CHEAP = [
     "data=tiny",
