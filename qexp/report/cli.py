@@ -88,6 +88,9 @@ def main(argv: list[str]) -> int:
     if a.papers:
         return _list_papers()
     latest = not (a.all_sweeps or a.all)
+    if a.records and not a.records.exists():  # as `qexp ingest` says of a missing dir
+        print(f"qexp report: no such directory: {a.records}", file=sys.stderr)
+        return 2
     try:
         if a.records:
             df = from_records(a.records, a.sweep, latest)

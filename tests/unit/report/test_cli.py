@@ -39,3 +39,6 @@ def test_bad_option_is_named(observer_sweep, capsys):
 def test_no_records(tmp_path, capsys):
     assert main(["--records", str(tmp_path)]) == 1
     assert "no runs found" in capsys.readouterr().err
+    # a directory that is not there is a refused command line (exit 2), as for `qexp ingest`
+    assert main(["--records", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"qexp report: no such directory: {tmp_path / 'nope'}"
