@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -24,6 +25,19 @@ def walkthrough() -> list[list[str]]:
     section = (ROOT / "README.md").read_text().split("## Your first sweep", 1)[1]
     block = section.split("\n## ", 1)[0].split("```bash\n", 1)[1].split("```", 1)[0]
     return [shlex.split(ln) for ln in block.splitlines() if ln.strip()]
+
+
+def readme_summary() -> str:
+    """The sweep summary the README section shows (the code block after the commands)."""
+    section = (ROOT / "README.md").read_text().split("## Your first sweep", 1)[1]
+    after = section.split("\n## ", 1)[0].split("```bash\n", 1)[1].split("```", 1)[1]
+    return after.split("\n```\n", 2)[1]
+
+
+def _maps(summary: str) -> dict[str, tuple[float, float]]:
+    """A summary's FINISHED jobs: their choices -> (mAP50-95, mAP50)."""
+    found = re.findall(r"FINISHED +(\S.*?) +mAP50-95 ([0-9.]+), mAP50 ([0-9.]+)", summary)
+    return {" ".join(job.split()): (float(a), float(b)) for job, a, b in found}
 
 
 def _root_copy(tmp_path: Path) -> Path:
@@ -68,6 +82,12 @@ def test_first_sweep_runs_as_written(tmp_path, where):
     assert all(0 < r.metrics["map50_95"] < 1 for r in recs if r.status == FINISHED)
     for row in ("none", "ptq", "entropy", "map50_95"):
         assert row in report
+    # the README quotes a fresh run: each FINISHED job's mAP as this run measures it (within
+    # 0.001: another CPU's kernels, not a code change that moved the numbers)
+    quoted, measured = _maps(readme_summary()), _maps(sweep[sweep.index("sweep done:") :])
+    assert set(quoted) == set(measured), (quoted, measured)
+    for job, maps in quoted.items():
+        assert maps == pytest.approx(measured[job], abs=1e-3), (job, maps, measured[job])
 
     # "Run the same command again": twice more. Nothing is recomputed, and MLflow still holds
     # one run per job (each filed under the three sweeps), each artifact uploaded once, one row
