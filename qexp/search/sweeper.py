@@ -220,8 +220,8 @@ class Search:
     def sweep(self, arguments: list[str]) -> None:
         # the reference row (fp32 on ORT, fp16 on TensorRT) is built beside the first wave of
         # trials (_ScoredLauncher), not before it: on TensorRT its cold build is a wave's length
-        params = self.impl._parse_sweeper_params_config() + list(arguments)
-        self.fixed = create_params_from_overrides(params)[1]
+        overrides = self.impl._parse_sweeper_params_config() + list(arguments)
+        self.fixed = create_params_from_overrides(overrides)[1]
         self.ref = None
         study = optuna.create_study(
             study_name=self.impl.study_name,
