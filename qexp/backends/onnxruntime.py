@@ -143,14 +143,15 @@ class OrtBackend:
 
     def run(self, job: Job, deploy: Deployable, data: EvalDataset) -> None:
         d = job.settings.data
-        # rect mode (ultralytics' val() default): each batch its own shape, so a dynamic export
-        path = cached_export(job, deploy, d.batch, dynamic=d.rect)
-        job.add_artifact("onnx", path)
-        if deploy.route == Route.qdq and self.cfg.int8_form != Int8Form.qdq:
-            path = self._qlinear(job, path, data)
-            job.add_artifact("onnx_qlinear", path)
         threads = job_threads(self.cfg.threads)
-        with torch_threads(threads.n):  # the torch reference pass (alignment) shares the cores
+        # the export's trace and the torch reference pass (alignment) share the job's cores
+        with torch_threads(threads.n):
+            # rect mode (ultralytics' val() default): each batch its own shape: a dynamic export
+            path = cached_export(job, deploy, d.batch, dynamic=d.rect)
+            job.add_artifact("onnx", path)
+            if deploy.route == Route.qdq and self.cfg.int8_form != Int8Form.qdq:
+                path = self._qlinear(job, path, data)
+                job.add_artifact("onnx_qlinear", path)
             self._run(job, deploy, data, path, threads.n)
         job.info.update(threads.info())
 

@@ -12,6 +12,7 @@ shared eval pipeline (:mod:`~qexp.backends.trt_results`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from qexp.job import Job
 from qexp.registry import BACKENDS
 from qexp.trt import protocol
 from qexp.trt.compat import unsupported_reason
+
+log = logging.getLogger("qexp")
 
 # the client's names tests and scripts reach through this module (each defined in the module
 # named for its job: trt_request, trt_engine_key, trt_client, trt_results)
@@ -151,6 +154,10 @@ class TensorRTBackend:
         dr = str(deploy.ranges(work)) if deploy.ranges is not None else None
         if route == Route.dynamic_range and not dr:
             raise TensorRTError("route dynamic_range: the quantizer gave no dynamic-range JSON")
+        float_layers = stage.float_islands(onnx_path, Path(dr)) if dr else []
+        if float_layers:
+            log.info("%d layers built float (no range on their input): %s", len(float_layers),
+                     ", ".join(float_layers[:6]) + (" ..." if len(float_layers) > 6 else ""))  # fmt: skip
         calib_dir: str | None = None
         calib_cache: str | None = None
         if route == Route.trt_builtin:
@@ -169,7 +176,8 @@ class TensorRTBackend:
         req = worker_request(
             b, onnx=str(onnx_path), engine="", out_dir=str(work), precision=deploy.precision,
             route=route, calibrator=calibrator, calib_dir=calib_dir, calib_cache=calib_cache,
-            dynamic_range=dr, eval_input=str(images), batch_sizes=sizes,
+            dynamic_range=dr, float_layers=float_layers or None, eval_input=str(images),
+            batch_sizes=sizes,
             timing_cache=str(Path(b.timing_cache).resolve()) if b.timing_cache else None,
             latency_lock=str(lock) if b.latency_lock else None,
             build_slots=gpu_share.jobs_per_gpu() if b.latency_lock else None,
@@ -186,6 +194,8 @@ class TensorRTBackend:
         resp = call_worker(b, req, work / "request.json", b.timeout_s)
         try:
             report(job, b, deploy, data, resp, index, imgsz)
+            if float_layers:
+                job.info.setdefault("tensorrt", {})["float_layers"] = float_layers
         finally:
             raws = list(resp.outputs) + [r for rs in resp.outputs_by_batch.values() for r in rs]
             for raw in raws:  # hundreds of MB each; the engine and layer JSON stay

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 # The request fields that describe the job, not a backend option (worker_request sets them);
 # every other field of protocol.Request is the backend option of the same name.
 JOB_FIELDS = ("onnx", "engine", "out_dir", "precision", "route", "calibrator", "calib_dir",
-              "calib_cache", "dynamic_range", "eval_input", "timing_cache", "latency_lock",
+              "calib_cache", "dynamic_range", "float_layers", "eval_input", "timing_cache", "latency_lock",
               "build_slots", "batch_sizes")  # fmt: skip
 
 

@@ -167,6 +167,56 @@ def _resize_by_scales(
     return n_done
 
 
+# -- the dynamic-range route: float layers TensorRT must be told are float -------------------
+# Ops TensorRT fuses into the layer before them (PWN: SiLU's Sigmoid and Mul, ...)
+_POINTWISE = frozenset({"Sigmoid", "Mul", "Add", "Sub", "Div", "Relu", "LeakyRelu", "Tanh",
+                        "HardSigmoid", "HardSwish", "Clip", "Elu", "Softplus", "Neg"})  # fmt: skip
+_COMPUTE = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def float_islands(onnx_path: Path, ranges_path: Path) -> list[str]:
+    """The nodes of a dynamic-range graph to build in float under a precision constraint: each
+    compute node (Conv, MatMul, Gemm) that reads a tensor without a range (a layer kept float,
+    ``ignore.*``) and whose pointwise tail (the Sigmoid and Mul of SiLU, a residual Add) writes
+    a tensor that has one (its consumer is quantized), with that tail.
+
+    Left to itself, TensorRT 8.6's implicit INT8 fuses such a conv and its tail into one layer
+    that reads float and writes INT8 and finds no kernel for it ("Could not find any
+    implementation for node /model.1/conv/Conv + PWN(...)": yolov8n, ptq_dr with the top-6
+    sensitive layers float, on an H100). A layer constrained to float writes float, and a
+    reformat quantizes it for the INT8 consumer. Islands that never reach a ranged tensor (the
+    DFL conv, the box decoding) run float anyway and are left alone."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    ranges = set(json.loads(Path(ranges_path).read_text()))
+    g = model.graph
+    consts = {i.name for i in g.initializer}
+    consts |= {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    readers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    found: list[str] = []
+    for n in g.node:
+        data = [t for t in n.input if t and t not in consts]
+        if n.op_type not in _COMPUTE or all(t in ranges for t in data):
+            continue
+        island, todo, reaches = [n], list(n.output), False
+        while todo:
+            t = todo.pop()
+            if t in ranges:
+                reaches = True  # the consumer reads INT8 from here on
+                continue
+            for c in readers.get(t, []):
+                if c.op_type in _POINTWISE and all(c is not m for m in island):
+                    island.append(c)
+                    todo.extend(c.output)
+        if reaches:
+            found += [m.name for m in island if m.name and m.name not in found]
+    return found
+
+
 # -- images: exact uint8 when the preprocessing allows it ------------------------------------
 def image_key(image: np.ndarray) -> str:
     """Content key of one float 0..1 CHW image (what predict_fn receives back)."""

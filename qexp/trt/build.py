@@ -170,6 +170,12 @@ def build(
     if req.route == "dynamic_range":
         n, missing = apply_dynamic_ranges(trt, network, str(req.dynamic_range))
         log.note(f"dynamic ranges set on {n} tensors; {len(missing)} names not in the network")
+        if req.float_layers:
+            kept = compat.constrain_float(
+                trt, network, config, list(req.float_layers), req.fp16_fallback
+            )
+            lost = sorted(set(req.float_layers) - set(kept))
+            log.note(f"{len(kept)} layers constrained to float; {len(lost)} names not layers")
     elif req.route == "trt_builtin":
         calib_shape = input_shape
         if config.num_optimization_profiles > 0:  # a dynamic batch: calibrate at calib_batch

@@ -137,6 +137,27 @@ def set_dynamic_range(tensor: Any, amax: float) -> bool:
     return True
 
 
+def constrain_float(trt: Any, network: Any, config: Any, names: list[str], fp16: bool) -> list[str]:
+    """Build the layers named (ONNX node names, as the parser names layers) in fp16 (fp32 when
+    ``fp16`` is off) with float outputs, under a preferred precision constraint; returns the
+    names found. A layer that reads float and writes a ranged tensor then writes float, and a
+    reformat quantizes it for its INT8 consumer (build.py, the dynamic-range route)."""
+    wanted, found = set(names), []
+    dtype = trt.float16 if fp16 else trt.float32
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name not in wanted:
+            continue
+        layer.precision = dtype
+        for j in range(layer.num_outputs):
+            if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                layer.set_output_type(j, dtype)
+        found.append(layer.name)
+    if found and not set_flag(trt, config, "PREFER_PRECISION_CONSTRAINTS"):
+        set_flag(trt, config, "STRICT_TYPES")  # before 8.2
+    return found
+
+
 def calibrator_base(trt: Any, kind: str) -> type:
     cls = getattr(trt, CALIBRATOR_CLASSES[kind], None)
     if cls is None:

@@ -44,6 +44,9 @@ class Request:
     calib_dir: str | None = None  # *.npy (B, C, H, W): uint8 (/255), float16 or float32
     calib_cache: str | None = None
     dynamic_range: str | None = None  # JSON {tensor name: amax}, route dynamic_range
+    # route dynamic_range: layers (ONNX node names) built in float under a precision constraint
+    # (the client's trt_stage.float_islands: float layers whose output has a range)
+    float_layers: list[str] | None = None
     timing_cache: str | None = None
     workspace_gb: float = 4.0
     opt_level: int | None = 3  # builder optimisation level (TensorRT >= 8.6)
@@ -90,6 +93,8 @@ class Request:
                 raise bad("calib_dir", "route trt_builtin needs calibration batches")
         if self.route == "dynamic_range" and not self.dynamic_range:
             raise bad("dynamic_range", "route dynamic_range needs a JSON of ranges")
+        if self.float_layers and self.route != "dynamic_range":
+            raise bad("float_layers", "only the dynamic_range route takes float layers")
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
             raise bad("batch_sizes", "must be a non-empty list of positive ints")
         if self.batch_sizes != sorted(set(self.batch_sizes)):
@@ -121,7 +126,7 @@ NOT_IN_ENGINE = frozenset({"engine", "out_dir", "calib_cache", "timing_cache", "
 ROUTE_ONLY = {"calibrator": "trt_builtin", "calib_dir": "trt_builtin", "calib_batch": "trt_builtin"}
 # Fields added after engines were cached: keyed only when they differ from their default, so
 # the engines built before keep their key.
-ADDED = frozenset({"preview_features"})
+ADDED = frozenset({"preview_features", "float_layers"})
 # Fields that name a file the build reads: keyed by its content, not its path.
 FILE_FIELDS = ("onnx", "dynamic_range")
 

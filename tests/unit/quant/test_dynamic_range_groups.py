@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from qexp.backends.trt_stage import float_islands
 from qexp.job import Job
 from qexp.quant.export import propagate_ranges, range_groups, strip_qdq
 from qexp.registry import MODEL_FAMILIES, QUANTIZERS
@@ -32,15 +33,16 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("dr_groups")
     out: dict[str, tuple] = {}
 
-    def get(rules: str):
-        if rules not in out:
+    def get(rules: str, *extra: str):
+        key = "+".join([rules, *extra])
+        if key not in out:
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose("config", overrides=[
                     "quantizer=ptq_dr", "model=yolov8n", "data=tiny", f"model.imgsz={IMGSZ}",
                     "data.calib.num=2", "data.max_images=1", f"quantizer.qdq_rules={rules}",
-                    f"paths.output_dir={root}",
+                    f"paths.output_dir={root}", *extra,
                 ])  # fmt: skip
-            job = Job(cfg=cfg, dir=root / rules, cache_dir=root / "cache")
+            job = Job(cfg=cfg, dir=root / str(len(out)), cache_dir=root / "cache")
             det = MODEL_FAMILIES.get(cfg.model.family)(cfg.model, job)
             deploy = QUANTIZERS.build(job.settings.quantizer).quantize(
                 job, det, load_eval_data(cfg.data, job)
@@ -48,8 +50,8 @@ def exported(tmp_path_factory):
             fp32 = Path(deploy.export(job.dir / "onnx"))
             ranges = json.loads(Path(deploy.ranges(job.dir / "onnx")).read_text())
             qdq = next((job.dir / "onnx").glob("*_qdq.onnx"))
-            out[rules] = (deploy, fp32, ranges, qdq)
-        return out[rules]
+            out[key] = (deploy, fp32, ranges, qdq)
+        return out[key]
 
     return get
 
@@ -151,3 +153,23 @@ def test_groups_follow_the_data_inputs_only():
     g = helper.make_graph(nodes, "g", [x], [y], [sc])
     groups = range_groups(helper.make_model(g))
     assert [set(gr) for gr in groups] == [{"x", "up", "p", "c", "s", "y"}]
+
+
+@pytest.mark.assets
+def test_a_float_layer_before_a_quantized_one_is_built_float(exported):
+    """ptq_dr with model.1's conv kept float: its input has no range, its SiLU's output (the
+    next C2f's input) has one. TensorRT 8.6 found no kernel for that fused layer (H100, the
+    search of 2026-12-07); the request names the conv and its SiLU to build float. With every
+    layer quantized, or where float runs into float (the DFL conv), nothing is named."""
+    _, fp32, ranges, _ = exported("none")
+    js = fp32.with_suffix(".ranges.json")
+    js.write_text(json.dumps(ranges))
+    assert float_islands(fp32, js) == []
+    _, fp32, ranges, _ = exported("none", "ignore.patterns=[model.1.conv]")
+    js = fp32.with_suffix(".ranges.json")
+    js.write_text(json.dumps(ranges))
+    assert float_islands(fp32, js) == [
+        "/model.1/conv/Conv",
+        "/model.1/act/Sigmoid",
+        "/model.1/act/Mul",
+    ]

@@ -55,7 +55,7 @@ OTHER = {"engine": "/e.plan", "out_dir": "/elsewhere", "precision": "fp16", "rou
          "eval_all_batches": False, "warmup": 1, "iters": 2, "cuda_graph": False,
          "latency_lock": "/l.lock", "build_slots": 2, "profile_iters": 0,
          "log_level": "verbose",
-         "preview_features": ["PROFILE_SHARING_0806"]}  # fmt: skip
+         "preview_features": ["PROFILE_SHARING_0806"], "float_layers": ["/model.1/conv/Conv"]}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS - {"onnx"}))

@@ -36,6 +36,7 @@ def test_request_round_trip(tmp_path):
         ({"precision": "int8"}, "precision"),  # int8 needs a route
         ({"precision": "int8", "route": "trt_builtin", "calibrator": "percentile"}, "calibrator"),
         ({"precision": "int8", "route": "dynamic_range"}, "dynamic_range"),
+        ({"precision": "int8", "route": "qdq", "float_layers": ["/c"]}, "float_layers"),
         ({"batch_sizes": [32, 1]}, "batch_sizes"),
         ({"eval_input": "/x.npy", "eval_batch": 8}, "eval_batch"),
     ],
