@@ -168,24 +168,25 @@ def _resize_by_scales(
 
 
 # -- the dynamic-range route: float layers TensorRT must be told are float -------------------
-# Ops TensorRT fuses into the layer before them (PWN: SiLU's Sigmoid and Mul, ...)
+# Ops TensorRT fuses into the convolution before them (PWN: SiLU's Sigmoid and Mul, ...)
 _POINTWISE = frozenset({"Sigmoid", "Mul", "Add", "Sub", "Div", "Relu", "LeakyRelu", "Tanh",
                         "HardSigmoid", "HardSwish", "Clip", "Elu", "Softplus", "Neg"})  # fmt: skip
-_COMPUTE = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+_CONV = frozenset({"Conv", "ConvTranspose"})
 
 
 def float_islands(onnx_path: Path, ranges_path: Path) -> list[str]:
     """The nodes of a dynamic-range graph to build in float under a precision constraint: each
-    compute node (Conv, MatMul, Gemm) that reads a tensor without a range (a layer kept float,
-    ``ignore.*``) and whose pointwise tail (the Sigmoid and Mul of SiLU, a residual Add) writes
-    a tensor that has one (its consumer is quantized), with that tail.
+    convolution with a pointwise tail that TensorRT fuses into it (SiLU's Sigmoid and Mul, up
+    to the first tensor with a range), where the fused layer's input or output has no range,
+    with that tail.
 
-    Left to itself, TensorRT 8.6's implicit INT8 fuses such a conv and its tail into one layer
-    that reads float and writes INT8 and finds no kernel for it ("Could not find any
-    implementation for node /model.1/conv/Conv + PWN(...)": yolov8n, ptq_dr with the top-6
-    sensitive layers float, on an H100). A layer constrained to float writes float, and a
-    reformat quantizes it for the INT8 consumer. Islands that never reach a ranged tensor (the
-    DFL conv, the box decoding) run float anyway and are left alone."""
+    TensorRT 8.6's implicit INT8 (dynamic ranges, no calibrator) fuses such a Conv + PWN into
+    one layer and then finds no kernel for it unless both of its ends have a range: measured on
+    an H100 with yolov8n ptq_dr, "Could not find any implementation for node /model.1/conv/Conv
+    + PWN(...)" with model.0 and model.1 kept float (neither end ranged), and for
+    /model.22/cv3.0/cv3.0.1 when the conv after it was kept float (its output unranged). A
+    layer constrained to float runs float and reformats meet the INT8 layers around it. A conv
+    without a tail (the head's last convs, DFL) builds either way and is left to TensorRT."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -199,20 +200,22 @@ def float_islands(onnx_path: Path, ranges_path: Path) -> list[str]:
             readers.setdefault(t, []).append(n)
     found: list[str] = []
     for n in g.node:
-        data = [t for t in n.input if t and t not in consts]
-        if n.op_type not in _COMPUTE or all(t in ranges for t in data):
+        if n.op_type not in _CONV:
             continue
-        island, todo, reaches = [n], list(n.output), False
+        island, todo, ends = [n], list(n.output), []
         while todo:
             t = todo.pop()
-            if t in ranges:
-                reaches = True  # the consumer reads INT8 from here on
+            tail = [] if t in ranges else [c for c in readers.get(t, []) if c.op_type in _POINTWISE]
+            if not tail:
+                ends.append(t)  # what leaves the fused layer: read by a non-pointwise op
                 continue
-            for c in readers.get(t, []):
-                if c.op_type in _POINTWISE and all(c is not m for m in island):
+            for c in tail:
+                if all(c is not m for m in island):
                     island.append(c)
                     todo.extend(c.output)
-        if reaches:
+        inputs = [t for t in n.input[:1] if t not in consts]
+        unranged = [t for t in [*inputs, *ends] if t not in ranges]
+        if len(island) > 1 and unranged:
             found += [m.name for m in island if m.name and m.name not in found]
     return found
 

@@ -156,20 +156,26 @@ def test_groups_follow_the_data_inputs_only():
 
 
 @pytest.mark.assets
-def test_a_float_layer_before_a_quantized_one_is_built_float(exported):
-    """ptq_dr with model.1's conv kept float: its input has no range, its SiLU's output (the
-    next C2f's input) has one. TensorRT 8.6 found no kernel for that fused layer (H100, the
-    search of 2026-12-07); the request names the conv and its SiLU to build float. With every
-    layer quantized, or where float runs into float (the DFL conv), nothing is named."""
-    _, fp32, ranges, _ = exported("none")
-    js = fp32.with_suffix(".ranges.json")
-    js.write_text(json.dumps(ranges))
-    assert float_islands(fp32, js) == []
-    _, fp32, ranges, _ = exported("none", "ignore.patterns=[model.1.conv]")
-    js = fp32.with_suffix(".ranges.json")
-    js.write_text(json.dumps(ranges))
-    assert float_islands(fp32, js) == [
-        "/model.1/conv/Conv",
-        "/model.1/act/Sigmoid",
-        "/model.1/act/Mul",
+def test_a_conv_and_silu_without_a_range_at_one_end_are_built_float(exported):
+    """ptq_dr with layers kept float: a Conv + SiLU whose input or output has no range is
+    named for a float build (TensorRT 8.6 found no kernel for either case: the H100 search of
+    2026-12-07, these two float-layer sets). With every layer quantized nothing is named: the
+    head's last convs and DFL (no SiLU) build as they always did."""
+
+    def islands(*extra: str) -> list[str]:
+        _, fp32, ranges, _ = exported(*extra)
+        js = fp32.with_suffix(".ranges.json")
+        js.write_text(json.dumps(ranges))
+        return float_islands(fp32, js)
+
+    assert islands("none") == islands("trt") == []
+    silu = ["{}/conv/Conv", "{}/act/Sigmoid", "{}/act/Mul"]
+    # model.1 float: model.0's output loses its range (its consumer is float) and model.1's
+    # input too; model.2's cv1 still reads a range
+    assert islands("none", "ignore.patterns=[model.1.conv]") == [
+        s.format(m) for m in ("/model.0", "/model.1") for s in silu
+    ]
+    # the class branch's last conv float: the SiLU conv before it writes an unranged tensor
+    assert islands("trt", "ignore.patterns=[model.22.cv3.0.2]") == [
+        s.format("/model.22/cv3.0/cv3.0.1") for s in silu
     ]
