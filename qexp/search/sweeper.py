@@ -42,6 +42,27 @@ from qexp.search.objective import Score, score
 
 log = logging.getLogger("qexp")
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+INTERRUPTED = "interrupted: the search stopped before it finished; run again"
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Trials a stopped search left RUNNING (a process killed mid-wave, a GPU lease that ended)
+    are closed as FAIL, marked interrupted (they don't count towards ``n_trials``), and their
+    recipes enqueued again, first: the re-run tries them before sampling new ones, and a job
+    that had finished is reused from its record. A search started here owns no trial yet, so
+    every RUNNING trial belongs to a stopped one (two searches on one study at once are not
+    supported)."""
+    stale = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in stale:
+        study.enqueue_trial(t.params)
+        study._storage.set_trial_user_attr(t._trial_id, "why", INTERRUPTED)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return len(stale)
+
+
+def trials_done(study: optuna.Study) -> int:
+    """Finished trials (COMPLETE or FAIL), but the interrupted ones re-run by the next search."""
+    return sum(t.state in DONE and t.user_attrs.get("why") != INTERRUPTED for t in study.trials)
 
 
 def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -233,7 +254,10 @@ class Search:
         if not study.trials:  # a new study: the known recipes first, then the sampler's
             for params in self.enqueue:
                 study.enqueue_trial(params)
-        done = sum(t.state in DONE for t in study.trials)
+        requeued = requeue_interrupted(study)
+        if requeued:
+            print(f"search {study.study_name}: {requeued} interrupted trials run again", flush=True)
+        done = trials_done(study)
         self.impl.n_trials = max(0, self.total - done)
         if done:
             print(
