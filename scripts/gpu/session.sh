@@ -15,6 +15,7 @@
 #   alone      engines of the matrix rebuilt one at a time, for the pool's quality check
 #   archfix    the matrix rows the placement rules changed (yolo11n, yolov10n, yolo26n Q/DQ;
 #              precheck.json says if a pair was still dropped) and yolo12n (fp16 + Q/DQ, the dynamic-batch fix)
+#   yolo12n    yolo12n's Q/DQ row of the matrix alone (its fp16 engine and check verdict carried)
 #   search     the recipe search on TensorRT (scripts/gpu/search.sh, experiment=int8_search_trt)
 # Two sessions may run side by side on one GPU (bash scripts/gpu/start.sh s2 bash
 # scripts/gpu/session.sh STEP): builds take one of jobs_per_gpu build slots host-wide and a
@@ -61,6 +62,7 @@ for s in "${steps[@]}"; do
     matrix) step matrix bash scripts/gpu/matrix.sh ;;
     alone) step alone bash scripts/gpu/alone.sh ;;
     archfix) step archfix archfix ;;
+    yolo12n) step yolo12n bash scripts/gpu/matrix.sh model.weights=yolo12n.yaml quantizer=ptq_trt ;;
     search) step search bash scripts/gpu/search.sh ;;
     bench) step bench python3 scripts/gpu/bench_build.py --per-gpu 1 --timeout 300 ;;
     *) echo "unknown step $s"; exit 2 ;;
