@@ -11,6 +11,7 @@
 #   gputest    the GPU tests (tests/gpu: calibration on CUDA = CPU, the serving worker)
 #   bench      builder levers (scripts/gpu/bench_build.py)
 #   precheck   the pre-build check on a graph TensorRT 8.6 refuses (tests/gpu/test_precheck_gpu.py)
+#   drfloat    the dynamic-range route with float layers (tests/gpu/test_dr_float_layers_gpu.py)
 #   matrix     the architecture matrix, builds side by side (scripts/gpu/matrix.sh)
 #   alone      engines of the matrix rebuilt one at a time, for the pool's quality check
 #   archfix    the matrix rows the placement rules changed (yolo11n, yolov10n, yolo26n Q/DQ;
@@ -59,6 +60,7 @@ for s in "${steps[@]}"; do
              data.calib.num=128 --device cuda cpu --repeat 2 ;;
     gputest) step gputest python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu ;;
     precheck) step precheck python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/gpu/test_precheck_gpu.py ;;
+    drfloat) step drfloat python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/gpu/test_dr_float_layers_gpu.py ;;
     matrix) step matrix bash scripts/gpu/matrix.sh ;;
     alone) step alone bash scripts/gpu/alone.sh ;;
     archfix) step archfix archfix ;;
