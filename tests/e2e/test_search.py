@@ -103,3 +103,19 @@ def test_a_three_trial_search(qexp):
     rerun = qexp(*cmd[1:])
     assert "already FINISHED" in rerun.stderr + rerun.stdout
     assert f"{best['map50_95']:.4f}" in rerun.stderr + rerun.stdout
+
+    # a search stopped mid-wave (its trial left RUNNING) and continued with one trial more:
+    # the interrupted recipe runs first, and its finished job is reused, not rebuilt
+    storage = f"sqlite:///{out}/optuna.db"
+    study = optuna.load_study(study_name="search_ci", storage=storage)
+    study.enqueue_trial(trials[1].params)
+    killed = study.ask(trials[1].distributions)
+    more = qexp(*SEARCH, "hydra.sweeper.n_trials=4")
+    assert "1 interrupted trials run again" in more.stdout
+    assert "3 of 4 trials done" in more.stdout and "running 1 more" in more.stdout
+    assert "already FINISHED" in more.stderr + more.stdout
+    after = optuna.load_study(study_name="search_ci", storage=storage).trials
+    assert after[killed.number].state.name == "FAIL"
+    assert after[killed.number].user_attrs["why"].startswith("interrupted")
+    (rerun_trial,) = after[killed.number + 1 :]
+    assert rerun_trial.state.name == "COMPLETE" and rerun_trial.params == trials[1].params
