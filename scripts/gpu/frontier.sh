@@ -10,7 +10,7 @@
 set -uo pipefail
 . "${STAGE:-$HOME/stage}/env.sh"
 out=${QEXP_OUT:-$HOME/qexp-out}
-rows=${ROWS:-ptq_trt_minmax,ptq_minmax,fp16,trt_minmax,ptq_trt_percentile,ptq_percentile,ptq_trt_entropy,ptq_entropy,ptq_trt_mse,ptq_mse,topk3,adaround,qat,topk5,trt_entropy2,ptq_dr_minmax,modelopt_max}
+rows=${ROWS:-ptq_trt_minmax,ptq_minmax,fp16,trt_minmax,ptq_trt_percentile,ptq_percentile,ptq_trt_entropy,ptq_entropy,ptq_trt_mse,ptq_mse,topk3,adaround,qat,topk5,trt_entropy2,ptq_dr_minmax,modelopt_max,ptq_dr_trt_topk3}
 python3 -m qexp.cli experiment=int8_frontier "recipe=$rows" \
   "paths.output_dir=$out" "$@"
 rc=$?

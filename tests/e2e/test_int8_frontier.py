@@ -18,6 +18,7 @@ ROWS = [
     "modelopt_max",
     *[f"ptq{rules}_{o}" for rules in ("", "_trt") for o in ("minmax", "percentile", "mse", "entropy")],
     *[f"ptq_dr_trt_{o}" for o in ("minmax", "percentile", "mse")], "ptq_trt_split_minmax",
+    "ptq_dr_trt_topk3",
 ]  # fmt: skip
 
 
