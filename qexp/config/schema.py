@@ -235,6 +235,9 @@ class IgnoreConfig(Checked):
     images: int = bounded(
         16, ge=1
     )  # sensitivity: labelled calibration images each run is scored on
+    # sensitivity: rank with this observer (an OBSERVERS name, at its defaults) instead of the
+    # job's, so that one ranking serves jobs of every observer (a search's trials); None: the job's
+    rank_observer: str | None = added(None)
 
 
 @dataclass

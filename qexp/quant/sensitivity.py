@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from qexp import cache
+from qexp.config.schema import ObserverConfig
+from qexp.config.settings import Settings
 from qexp.device import ieee_fp32
 from qexp.interfaces import Detector, EvalData
 from qexp.job import Job
@@ -40,6 +42,7 @@ from qexp.quant.qdq_rules import QdqRules
 from qexp.quant.sensitivity_rank import METRICS, MODES, ranking, scores
 from qexp.quant.sensitivity_report import ARTIFACTS, write_artifacts
 from qexp.quant.steps import calibrate, prepare_model, quant_device, set_ranges
+from qexp.registry import OBSERVERS
 
 __all__ = ["METRICS", "MODES", "analyze", "ignore_patterns", "ranking", "scores"]
 log = logging.getLogger("qexp")
@@ -195,9 +198,20 @@ def _adopt_v1(entry: Path) -> dict | None:
     return {} if (entry / _RESULT).is_file() else None
 
 
+def ranking_observer(s: Settings) -> ObserverConfig:
+    """The observer the layers are ranked with: ``ignore.rank_observer`` at its defaults (one
+    ranking for jobs of any observer: a search's trials share it), else the job's own."""
+    name = s.ignore.rank_observer
+    if name is None:
+        return s.observer
+    schema = OBSERVERS.entry(name).schema or ObserverConfig
+    return schema(name=name, act=name)
+
+
 def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -> tuple[dict, str]:
     """The analysis for this job's model, data and quantization settings (computed once)."""
     s = job.settings
+    observer = ranking_observer(s)
     q, imgsz = s.quantizer, s.model.imgsz
     # layers are ranked with a quantizer each (qdq_rules=none): "this layer alone quantized"
     # has no meaning where quantizers are tied, and one ranking then serves both rules
@@ -209,14 +223,14 @@ def cached_analysis(job: Job, detector: Detector, data: EvalData, images: int) -
     }
     key = (
         "sensitivity", CACHE_VERSION, weights_hash(fmodel), imgsz,
-        dataclasses.asdict(s.data.calib), images, qkey, dataclasses.asdict(s.observer),
+        dataclasses.asdict(s.data.calib), images, qkey, dataclasses.asdict(observer),
     )  # fmt: skip
     directory = job.cache("sensitivity", *key)
     built: dict[str, dict] = {}
 
     def build(tmp: Path) -> list[str]:
-        stats, _, _ = calibrate(job, fmodel, data, imgsz, s.data.calib.num, s.observer.bins)
-        set_ranges(qmodel, plan, stats, s.observer)
+        stats, _, _ = calibrate(job, fmodel, data, imgsz, s.data.calib.num, observer.bins)
+        set_ranges(qmodel, plan, stats, observer)
         samples = list(data.calibration_samples(imgsz, images))  # type: ignore[attr-defined]
         t = time.perf_counter()
         device = quant_device(job)
@@ -255,7 +269,7 @@ def ignore_patterns(job: Job, detector: Detector, data: EvalData) -> list[str]:
     top = ranking(result, mode, metric)[:k]
     job.info["sensitivity_topk"] = {
         "k": k, "metric": metric, "mode": mode, "images": result["images"], "layers": top,
-        "cache": directory,
+        "observer": ranking_observer(job.settings).name, "cache": directory,
     }  # fmt: skip
     for name, file in ARTIFACTS.items():
         job.add_artifact(f"sensitivity_{name}", f"{directory}/{file}", copy=True)

@@ -140,3 +140,27 @@ def test_resumed_forward_equals_the_full_forward(tiny):
         assert torch.equal(again, full)
     assert partial_forward.block_of("model.12.cv1.conv", det.module) == 12
     assert partial_forward.block_of("head.conv", det.module) == 0
+
+
+@pytest.mark.assets
+def test_rank_observer_gives_jobs_of_any_observer_one_ranking(tiny):
+    # ignore.rank_observer: the layers are ranked with that observer at its defaults, whatever
+    # the job's observer, so a search's trials of different observers share one cached ranking
+    from qexp.config.validate import ConfigError, validate
+
+    base = ("ignore.k=2", "ignore.metric=mse", "ignore.rank_observer=minmax")
+    _, job1, det1, data1 = tiny("pct", "observer=percentile", "observer.percentile=99.9", *base)
+    top1 = ignore_patterns(job1, det1, data1)
+    _, job2, det2, data2 = tiny("mse", "observer=mse", *base)
+    assert ignore_patterns(job2, det2, data2) == top1
+    assert job2.info["sensitivity_topk"]["observer"] == "minmax"
+    assert job2.info["sensitivity_topk"]["cache"] == job1.info["sensitivity_topk"]["cache"]
+    assert len(list((job1.cache_dir / "sensitivity").glob("*/sensitivity.json"))) == 1
+    # the same entry as a minmax job's own ranking: unset, the job's observer ranks
+    _, job3, det3, data3 = tiny("minmax", "observer=minmax", "ignore.k=2", "ignore.metric=mse")
+    assert ignore_patterns(job3, det3, data3) == top1
+    assert job3.info["sensitivity_topk"]["cache"] == job1.info["sensitivity_topk"]["cache"]
+
+    cfg, *_ = tiny("bad", "ignore.rank_observer=minmaks")
+    with pytest.raises(ConfigError, match=r"ignore.rank_observer='minmaks'"):
+        validate(cfg)
