@@ -53,6 +53,7 @@ def jobs_per_gpu() -> int:
     return max(1, min(4, cores // (4 * gpu_count())))
 
 
-def gpu_jobs() -> int:
-    """For launcher configs (``${qexp_gpu_jobs:}``): parallel jobs on this machine's GPUs."""
-    return gpu_count() * jobs_per_gpu()
+def gpu_jobs(times: int | str = 1) -> int:
+    """For launcher configs (``${qexp_gpu_jobs:}``): parallel jobs on this machine's GPUs;
+    ``${qexp_gpu_jobs:2}``: twice that (a search's batch of trials that keeps the pool busy)."""
+    return gpu_count() * jobs_per_gpu() * int(times)
