@@ -57,7 +57,8 @@ def assets() -> Path:
 
 @pytest.fixture
 def compose(tmp_path):
-    """compose(overrides) -> DictConfig, with outputs under tmp_path."""
+    """compose(overrides) -> DictConfig, with outputs under tmp_path (``hydra=True``: with the
+    ``hydra`` node, as a job sees it: launcher, sweeper)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -65,11 +66,12 @@ def compose(tmp_path):
 
     register_configs()
 
-    def _compose(overrides=(), config_name="config"):
+    def _compose(overrides=(), config_name="config", hydra=False):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return hydra_compose(
                 config_name=config_name,
                 overrides=[f"paths.output_dir={tmp_path / 'outputs'}", *overrides],
+                return_hydra_config=hydra,
             )
 
     return _compose

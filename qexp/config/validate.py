@@ -62,7 +62,7 @@ def validate(cfg: DictConfig) -> Settings:
     _check_name("tracking.name", cfg.tracking.name, TRACKERS)
     _check_name("observer.act", cfg.observer.act, OBSERVERS)
     _check_name("observer.weight", cfg.observer.weight, OBSERVERS)
-    if cfg.ignore.get("rank_observer") is not None:
+    if cfg.ignore.rank_observer is not None:
         _check_name("ignore.rank_observer", cfg.ignore.rank_observer, OBSERVERS)
     settings = settings_of(cfg)  # every schema's bounds and rules
     for role in ("act", "weight"):  # each observer checks the parameters it reads
